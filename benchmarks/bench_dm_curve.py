@@ -1,0 +1,70 @@
+"""DM accuracy against the number of iterations (so a user can pick a budget).
+
+Distils Fashion-MNIST with DM (fast preset) once, snapshots the synthetic set at the given
+iterations (with the distillation wall time so far), then evaluates every snapshot under the
+``dsa`` protocol. Snapshots and results go to ``benchmarks/results/dm_curve/``; an existing
+evaluation is reused, so the script can be re-run to add models or iterations.
+
+    python benchmarks/bench_dm_curve.py --ipc 10 --snapshots 100,200,400,800,1500 --num-eval 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from datadistill import SyntheticSet, load_dataset
+from datadistill.evaluate import evaluate
+from datadistill.methods import distill
+from datadistill.utils import atomic_write_text
+
+OUT = Path(__file__).parent / "results" / "dm_curve"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ipc", type=int, default=10)
+    ap.add_argument("--snapshots", default="100,200,400,800,1500")
+    ap.add_argument("--num-eval", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-only", action="store_true", help="only evaluate existing snapshots")
+    a = ap.parse_args()
+    snaps = sorted(int(s) for s in a.snapshots.split(","))
+    train, test = load_dataset("fashion-mnist")
+    OUT.mkdir(parents=True, exist_ok=True)
+    prefix = f"dm-ipc{a.ipc}-s{a.seed}"
+    missing = [s for s in snaps if not (OUT / f"{prefix}-it{s}.pt").exists()]
+    if missing and not a.eval_only:
+        t0 = time.perf_counter()
+
+        def snapshot(step: int, synset_fn) -> None:
+            if step in snaps:
+                s = synset_fn()
+                s.meta["distill_seconds"] = round(time.perf_counter() - t0, 1)
+                s.save(OUT / f"{prefix}-it{step}.pt")
+
+        distill("dm", train, a.ipc, preset="fast", seed=a.seed, steps=max(snaps),
+                callbacks=(snapshot,))
+    for s in snaps:
+        path = OUT / f"{prefix}-it{s}.json"
+        if path.exists() and json.loads(path.read_text())["num_eval"] >= a.num_eval:
+            continue
+        synset = SyntheticSet.load(OUT / f"{prefix}-it{s}.pt")
+        res = evaluate(synset, "dsa", ["convnet"], a.num_eval, seed=0, train=train, test=test,
+                       baseline=False)
+        sc = res.scores["convnet"]
+        row = {"ipc": a.ipc, "iterations": s, "distill_seconds": synset.meta["distill_seconds"],
+               "accuracies": sc.accuracies, "mean": sc.mean, "std": sc.std,
+               "num_eval": a.num_eval, "eval_seconds": res.wall_seconds,
+               "date": time.strftime("%Y-%m-%d"),
+               "command": f"python benchmarks/bench_dm_curve.py --ipc {a.ipc} --snapshots "
+                          f"{a.snapshots} --num-eval {a.num_eval}"}
+        atomic_write_text(path, json.dumps(row, indent=2))
+        print(f"it {s}: {sc.mean:.2f} ± {sc.std:.2f} ({synset.meta['distill_seconds']} s)",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Regenerate the Fashion-MNIST table of BENCHMARKS.md: each (method, IPC) is distilled with the
+``fast`` preset and evaluated under the ``dsa`` protocol with 5 ConvNet-3 networks.
+
+Each finished row is cached in ``benchmarks/results/table/<method>-ipc<N>.json`` so an interrupted
+run (or a later session) continues where it stopped; ``--force`` recomputes. The table itself is
+written by ``benchmarks/report.py``.
+
+    python benchmarks/run_all.py --methods random,herding,k-center,dm --ipcs 1,10,50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from datadistill import load_dataset
+from datadistill.evaluate import evaluate
+from datadistill.methods import distill
+from datadistill.utils import Timer, atomic_write_text, peak_memory_mb
+
+RESULTS = Path(__file__).parent / "results" / "table"
+
+
+def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dict:
+    with Timer() as t_distill:
+        synset = distill(method, train, ipc, preset="fast", seed=seed)
+    out = RESULTS / f"{method}-ipc{ipc}"
+    synset.save(out.with_suffix(".pt"))
+    with Timer() as t_eval:
+        res = evaluate(synset, "dsa", ["convnet"], num_eval, seed=0, train=train, test=test,
+                       baseline=False)
+    s = res.scores["convnet"]
+    return {
+        "dataset": "fashion-mnist", "method": method, "ipc": ipc, "preset": "fast",
+        "protocol": "dsa", "num_eval": num_eval, "accuracies": s.accuracies,
+        "mean": s.mean, "std": s.std, "distill_seconds": t_distill.seconds,
+        "eval_seconds": t_eval.seconds, "eval_seconds_per_model": t_eval.seconds / num_eval,
+        "peak_memory_mb": peak_memory_mb(), "threads": torch.get_num_threads(),
+        "command": f"python benchmarks/run_all.py --methods {method} --ipcs {ipc}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", default="random,herding,k-center,dm")
+    ap.add_argument("--ipcs", default="1,10,50")
+    ap.add_argument("--num-eval", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args()
+    train, test = load_dataset("fashion-mnist")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for ipc in [int(i) for i in a.ipcs.split(",")]:
+        for method in a.methods.split(","):
+            path = RESULTS / f"{method}-ipc{ipc}.json"
+            if path.exists() and not a.force:
+                print(f"{path} exists, skipping")
+                continue
+            row = run_row(method, ipc, train, test, a.num_eval, a.seed)
+            atomic_write_text(path, json.dumps(row, indent=2))
+            print(f"{method} ipc {ipc}: {row['mean']:.2f} ± {row['std']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The ``datadistill`` command: ``list``, ``distill``, ``evaluate``, ``export``.
+
+Errors caused by bad input print one line that says what to do and exit with status 2 (no
+traceback); Ctrl-C exits with 130 and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datadistill.errors import ConfigError, DatadistillError
+
+log = logging.getLogger("datadistill")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="datadistill",
+        description="Dataset distillation: distil a real set into a small synthetic set and "
+        "evaluate it under the field's protocols.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="datasets, networks, methods, protocols and presets")
+
+    d = sub.add_parser("distill", help="distil a dataset, then evaluate the synthetic set")
+    d.add_argument("--dataset", required=True, help="e.g. fashion-mnist (see `datadistill list`)")
+    d.add_argument("--method", required=True, help="e.g. dm, random, herding, k-center")
+    d.add_argument("--ipc", type=int, required=True, help="images per class")
+    d.add_argument("--preset", default="fast", help="fast (CPU-sized) or paper (published)")
+    d.add_argument("--steps", type=int, default=None, help="override the preset's iterations")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset hyperparameter (repeatable), e.g. --set lr_img=2")
+    d.add_argument("--out", default=None, help="run folder (default runs/DATASET-METHOD-ipcN-sS)")
+    d.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    d.add_argument("--no-eval", action="store_true", help="only distil")
+    _eval_args(d)
+    _data_args(d)
+
+    e = sub.add_parser("evaluate", help="evaluate a synthetic set (synset.pt or its run folder)")
+    e.add_argument("path")
+    _eval_args(e)
+    _data_args(e)
+    e.add_argument("--out", default=None, help="write the result as JSON here")
+
+    x = sub.add_parser("export", help="export a synthetic set to PNG folders, .npz or a grid")
+    x.add_argument("path")
+    x.add_argument("--imagefolder", default=None, help="write DIR/<class>/<i>.png")
+    x.add_argument("--npz", default=None, help="write pixels, images and labels to this .npz")
+    x.add_argument("--grid", default=None, help="write a PNG grid (one row per class)")
+    return p
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", default="dsa", help="dc or dsa (see `datadistill list`)")
+    p.add_argument("--models", type=_csv, default=["convnet"], help="comma-separated networks")
+    p.add_argument("--num-eval", type=int, default=5, help="networks per architecture")
+    p.add_argument("--eval-seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
+    p.add_argument("--no-baseline", action="store_true", help="skip the random-subset baseline")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--no-compile", action="store_true", help="do not torch.compile")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, help="directory holding the dataset files")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_list(_: argparse.Namespace) -> None:
+    from datadistill.config import preset_names
+    from datadistill.data import DATASETS
+    from datadistill.evaluate import PROTOCOLS
+    from datadistill.methods import METHODS
+    from datadistill.models import NETWORKS
+
+    def section(title: str, reg: Any, extra: Any = None) -> None:
+        print(f"{title}:")
+        for n in reg.names():
+            more = f"  [presets: {', '.join(extra(n))}]" if extra else ""
+            print(f"  {n:<20}{reg.help(n)}{more}")
+        print()
+
+    section("datasets", DATASETS)
+    section("methods", METHODS, lambda n: preset_names(METHODS.get(n).name))
+    section("protocols", PROTOCOLS)
+    print("networks:\n  " + ", ".join(NETWORKS.names()))
+
+
+def _evaluate(synset: Any, a: argparse.Namespace, train: Any, test: Any) -> Any:
+    from datadistill.evaluate import evaluate, get_protocol
+
+    proto = get_protocol(a.protocol)
+    if a.epochs is not None:
+        proto = proto.with_(epochs=a.epochs)
+    return evaluate(synset, proto, a.models, a.num_eval, a.eval_seed, train=train, test=test,
+                    baseline=not a.no_baseline, device=a.device, precision=a.precision,
+                    compile=False if a.no_compile else "auto", data_root=a.data_root,
+                    progress=not a.quiet)
+
+
+def cmd_distill(a: argparse.Namespace) -> None:
+    from datadistill.config import parse_override
+    from datadistill.data import load_dataset
+    from datadistill.methods import check_ipc, make_distiller
+
+    overrides = dict(parse_override(s) for s in a.set)
+    if a.steps is not None:
+        overrides["steps"] = a.steps
+    if a.num_eval < 1:
+        raise ConfigError("--num-eval must be >= 1")
+    distiller = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
+                               overrides=overrides)  # validates names before loading data
+    train, test = load_dataset(a.dataset, a.data_root)
+    check_ipc(train, a.ipc)
+    out = Path(a.out or f"runs/{a.dataset}-{a.method}-ipc{a.ipc}-s{a.seed}")
+    if (out / "synset.pt").exists() and not a.resume:
+        raise ConfigError(f"{out} already holds a finished run: choose another --out, or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        _distill_run(a, distiller, train, test, out)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _distill_run(a: argparse.Namespace, distiller: Any, train: Any, test: Any, out: Path) -> None:
+    from datadistill.utils import atomic_write_text, peak_memory_mb, resolve_device
+
+    device = resolve_device(a.device)
+    config = {"dataset": a.dataset, "method": a.method, "ipc": a.ipc, "preset": a.preset,
+              "seed": a.seed, "device": str(device), "hyperparameters": distiller.config}
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    log.info("distilling %s with %s at IPC %d (%s preset) into %s", a.dataset, a.method, a.ipc,
+             a.preset, out)
+    t0 = time.perf_counter()
+    synset = distiller.distill(train, a.ipc, seed=a.seed, device=device,
+                               checkpoint=out / "checkpoint.pt", resume=a.resume,
+                               progress=not a.quiet)
+    distill_s = time.perf_counter() - t0
+    synset.save(out / "synset.pt")
+    synset.save_grid(out / "grid.png")
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    metrics: dict[str, Any] = {
+        "distill_seconds": synset.meta.get("distill_seconds", round(distill_s, 2)),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+    }
+    print(f"synthetic set: {out / 'synset.pt'} (grid: {out / 'grid.png'}); "
+          f"distilled in {metrics['distill_seconds']:.1f} s")
+    log.info("distilled in %.1f s", distill_s)
+    if not a.no_eval:
+        result = _evaluate(synset, a, train, test)
+        metrics["evaluation"] = result.to_dict()
+        print(result.table())
+        log.info("\n%s", result.table())
+    metrics["peak_memory_mb"] = round(peak_memory_mb(device), 1)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    print(f"run folder: {out}")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from datadistill.synthetic import SyntheticSet
+    from datadistill.utils import atomic_write_text
+
+    if a.num_eval < 1:
+        raise ConfigError("--num-eval must be >= 1")
+    synset = SyntheticSet.load(a.path)
+    result = _evaluate(synset, a, None, None)
+    print(result.table())
+    if a.out:
+        atomic_write_text(a.out, json.dumps(result.to_dict(), indent=2))
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from datadistill.synthetic import SyntheticSet
+
+    synset = SyntheticSet.load(a.path)
+    if not (a.imagefolder or a.npz or a.grid):
+        raise ConfigError("nothing to export: pass --imagefolder DIR, --npz FILE and/or --grid FILE")
+    if a.imagefolder:
+        print(f"wrote {synset.export_imagefolder(a.imagefolder)}")
+    if a.npz:
+        print(f"wrote {synset.export_npz(a.npz)}")
+    if a.grid:
+        print(f"wrote {synset.save_grid(a.grid)}")
+
+
+COMMANDS = {"list": cmd_list, "distill": cmd_distill, "evaluate": cmd_evaluate,
+            "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``datadistill`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except DatadistillError as e:
+        print(f"datadistill: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = " (continue with the same command plus --resume)" if args.command == "distill" else ""
+        print(f"datadistill: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Presets: per-method hyperparameters as YAML data files in ``datadistill/presets``.
+
+Each ``<method>.yaml`` maps a preset name (``paper``: the published hyperparameters; ``fast``:
+sized for a 2-core CPU) to a mapping of hyperparameters, with optional refinements::
+
+    paper:
+      steps: 20000
+      lr_img: 1.0
+      by_dataset: {cifar10: {...}}          # applied for that dataset
+      by_ipc: [{min: 100, dataset: cifar10, set: {...}}]   # in order, when ipc >= min
+                                                          # (<= max; only for dataset if given)
+
+``resolve_config`` applies defaults, then ``by_dataset``, then ``by_ipc``, then the user's
+overrides, and returns a flat dict that is written next to every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from datadistill.errors import ConfigError, UnknownNameError
+
+
+@cache
+def _presets(method: str) -> dict[str, Any]:
+    try:
+        text = resources.files("datadistill.presets").joinpath(f"{method}.yaml").read_text()
+    except FileNotFoundError:
+        return {}
+    return yaml.safe_load(text) or {}
+
+
+def preset_names(method: str) -> list[str]:
+    """The presets defined for ``method`` (e.g. ``["fast", "paper"]``)."""
+    return sorted(_presets(method))
+
+
+def resolve_config(
+    method: str,
+    preset: str,
+    *,
+    dataset: str,
+    ipc: int,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The flat hyperparameter dict for (method, preset, dataset, ipc) plus ``overrides``.
+
+    Raises:
+        UnknownNameError: unknown preset (lists the valid ones).
+        ConfigError: an override key that the preset does not define (catches typos).
+    """
+    presets = _presets(method)
+    if preset not in presets:
+        raise UnknownNameError(
+            f"unknown preset {preset!r} for method {method}; valid presets: "
+            f"{', '.join(sorted(presets)) or '(none)'}"
+        )
+    spec = dict(presets[preset])
+    by_dataset = spec.pop("by_dataset", {}) or {}
+    by_ipc = spec.pop("by_ipc", []) or []
+    cfg = dict(spec)
+    cfg.update(by_dataset.get(dataset, {}))
+    for rule in by_ipc:
+        if rule.get("dataset", dataset) != dataset:
+            continue
+        if ipc >= rule.get("min", 0) and ipc <= rule.get("max", float("inf")):
+            cfg.update(rule["set"])
+    for key, value in (overrides or {}).items():
+        if key not in cfg:
+            raise ConfigError(
+                f"unknown hyperparameter {key!r} for {method}/{preset}; valid: {', '.join(sorted(cfg))}"
+            )
+        cfg[key] = value
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` (value read as YAML: numbers, booleans, lists) for ``--set``."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)

@@ -1,0 +1,207 @@
+"""``evaluate``: the standalone evaluation API (separate from the methods).
+
+Honest by construction: the accuracy of each network is measured once, after its last epoch; the
+result carries mean and std over ``num_eval`` networks per architecture, and (unless disabled) a
+random real subset at the same IPC trained under the same protocol with the same seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from datadistill.augment import default_strategy
+from datadistill.data import RealDataset, load_dataset
+from datadistill.errors import ConfigError
+from datadistill.evaluate.protocols import Protocol, get_protocol
+from datadistill.evaluate.train import train_and_test
+from datadistill.models import NETWORKS
+from datadistill.synthetic import SyntheticSet
+from datadistill.utils import Timer, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelScores:
+    """Last-epoch test accuracies (%) of ``len(accuracies)`` networks of one architecture."""
+
+    model: str
+    accuracies: list[float]
+    seconds: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        """Population std (``np.std``, as the original DC code reports)."""
+        return float(np.std(self.accuracies))
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+@dataclass
+class EvalResult:
+    """Result of :func:`evaluate`.
+
+    ``scores[model]`` for the synthetic set, ``baseline[model]`` for the random real subset at the
+    same IPC under the same protocol (``None`` when disabled), ``wall_seconds`` for everything.
+    """
+
+    protocol: dict[str, Any]
+    dataset: str
+    ipc: int
+    method: str
+    scores: dict[str, ModelScores]
+    baseline: dict[str, ModelScores] | None
+    wall_seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for part in ("scores", "baseline"):
+            for name, s in (getattr(self, part) or {}).items():
+                d[part][name].update(mean=s.mean, std=s.std)
+        return d
+
+    def table(self) -> str:
+        """A plain-text table: one row per model, synthetic vs random subset, mean ± std."""
+        head = f"{'model':<16}{self.method + ' (synthetic)':>26}"
+        if self.baseline is not None:
+            head += f"{'random subset':>22}"
+        head += f"{'train s/model':>16}"
+        lines = [
+            f"{self.dataset}, IPC {self.ipc}, protocol {self.protocol['name']}: last-epoch test "
+            f"accuracy %, mean ± std over {len(next(iter(self.scores.values())).accuracies)} "
+            "networks",
+            head,
+        ]
+        for name, s in self.scores.items():
+            row = f"{name:<16}{str(s):>26}"
+            if self.baseline is not None:
+                row += f"{str(self.baseline[name]):>22}"
+            row += f"{np.mean(s.seconds):>16.1f}"
+            lines.append(row)
+        lines.append(f"evaluation wall time: {self.wall_seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def resolve_splits(
+    synset: SyntheticSet,
+    train: RealDataset | None,
+    test: RealDataset | None,
+    need_train: bool,
+    data_root: str | None = None,
+) -> tuple[RealDataset | None, RealDataset]:
+    """Load the dataset named in ``synset.meta`` when ``train``/``test`` are not given."""
+    if test is None or (need_train and train is None):
+        name = synset.meta.get("dataset")
+        if not name:
+            raise ConfigError("the synthetic set does not name its dataset: pass train= and test=")
+        tr, te = load_dataset(name, data_root)
+        train, test = train or tr, test or te
+    if test.image_shape != synset.image_shape or test.num_classes != synset.num_classes:
+        raise ConfigError(
+            f"test set {test.name} {test.image_shape} with {test.num_classes} classes does not fit "
+            f"the synthetic set {synset.image_shape} with {synset.num_classes} classes"
+        )
+    return train, test
+
+
+def evaluate(
+    synset: SyntheticSet,
+    protocol: str | Protocol = "dsa",
+    models: Sequence[str] = ("convnet",),
+    num_eval: int = 5,
+    seed: int = 0,
+    *,
+    train: RealDataset | None = None,
+    test: RealDataset | None = None,
+    baseline: bool = True,
+    device: torch.device | str | None = None,
+    precision: str = "bf16",
+    compile: bool | str = "auto",
+    data_root: str | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Train ``num_eval`` fresh networks of each architecture on ``synset`` and test them.
+
+    Args:
+        synset: the synthetic set.
+        protocol: a registered protocol name (``"dc"``, ``"dsa"``) or a :class:`Protocol`.
+        models: network names; several give the cross-architecture table.
+        num_eval: networks per architecture (>= 1; report at least 5).
+        seed: network i is initialised and trained with seed ``seed + i``; the random-subset
+            baseline uses the same seeds and the subset drawn with ``seed``.
+        train, test: the real sets; loaded from ``synset.meta["dataset"]`` when omitted.
+        baseline: also evaluate a random real subset at the same IPC.
+        precision: ``"bf16"`` (autocast for the forward pass; measured harmless, BENCHMARKS.md)
+            or ``"fp32"``.
+        compile: ``torch.compile`` the training step: True, False or ``"auto"`` (when the run is
+            long enough to repay the compilation, about 30-60 s on a CPU).
+
+    Returns:
+        EvalResult with per-network last-epoch accuracies (percent).
+
+    Raises:
+        UnknownNameError: unknown protocol or network. ConfigError: ``num_eval < 1`` or a test set
+        that does not fit the synthetic set.
+    """
+    proto = get_protocol(protocol)
+    for m in models:
+        NETWORKS.get(m)
+    if num_eval < 1:
+        raise ConfigError(f"num_eval must be >= 1, got {num_eval}")
+    dev = resolve_device(device)
+    train, test = resolve_splits(synset, train, test, baseline, data_root)
+    images, labels = synset.decode()
+    steps_per_model = proto.epochs * -(-images.shape[0] // proto.batch_size)
+    if compile == "auto":
+        use_compile = steps_per_model * num_eval * len(models) >= 2000
+    else:
+        use_compile = bool(compile)
+    strategy = default_strategy(synset.meta.get("dataset") or test.name)
+    runs: list[tuple[str, str, torch.Tensor, torch.Tensor, float | None]] = [
+        ("scores", m, images, labels, synset.lr) for m in models
+    ]
+    if baseline:
+        from datadistill.methods.coreset import random_subset
+
+        assert train is not None
+        bx, by = random_subset(train, synset.ipc, seed)
+        runs += [("baseline", m, bx, by, None) for m in models]
+    results: dict[str, dict[str, ModelScores]] = {"scores": {}, "baseline": {}}
+    test_dev = test.to(dev)
+    with Timer() as total, tqdm(total=len(runs) * num_eval, desc=f"evaluate ({proto.name})",
+                                disable=not progress, dynamic_ncols=True) as bar:
+        for part, model, x, y, lr in runs:
+            accs, secs = [], []
+            for i in range(num_eval):
+                acc, sec = train_and_test(model, x, y, test_dev, proto, seed=seed + i,
+                                          dsa_strategy=strategy, device=dev, precision=precision,
+                                          compile=use_compile, lr=lr)
+                accs.append(acc)
+                secs.append(sec)
+                bar.set_postfix(model=model, set=part, acc=f"{acc:.2f}")
+                bar.update(1)
+            results[part][model] = ModelScores(model, accs, secs)
+    return EvalResult(
+        protocol=proto.to_dict(),
+        dataset=test.name,
+        ipc=synset.ipc,
+        method=str(synset.meta.get("method", "synthetic")),
+        scores=results["scores"],
+        baseline=results["baseline"] if baseline else None,
+        wall_seconds=total.seconds,
+        settings={"num_eval": num_eval, "seed": seed, "precision": precision,
+                  "compile": use_compile, "device": str(dev), "dsa_strategy": strategy},
+    )

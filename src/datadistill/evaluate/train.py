@@ -1,0 +1,184 @@
+"""Train one fresh network on a (synthetic) training set under a protocol, then test it.
+
+The loop follows the original DC/DSA/DM evaluator (``evaluate_synset`` / ``epoch``): a fresh
+network, SGD with momentum and weight decay, step decay, per-sample DSA on every batch, and the
+test accuracy after the LAST epoch (never the best one).
+
+Speed (measured in ``benchmarks/bench_eval.py``): the forward pass and loss run under bf16
+autocast (this CPU has AMX; CUDA has tensor cores) and are compiled once per architecture with
+``torch.compile``; weights, optimiser state and gradients stay float32. Both are switchable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from datadistill.augment import DSA, cutmix
+from datadistill.data import RealDataset
+from datadistill.evaluate.protocols import Protocol
+from datadistill.models import get_network
+from datadistill.utils import Timer, make_generator
+
+log = logging.getLogger(__name__)
+
+_COMPILED: dict[tuple[str, str], Callable] = {}
+_COMPILE_BROKEN = False
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``precision == "bf16"``, else a no-op."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+    return contextlib.nullcontext()
+
+
+def _loss(model: nn.Module, x: Tensor, target: Tensor, precision: str) -> Tensor:
+    with autocast(x.device, precision):
+        out = model(x)
+    return F.cross_entropy(out.float(), target)
+
+
+def loss_function(device: torch.device, precision: str, compile: bool) -> Callable:
+    """``f(model, x, target) -> scalar loss``, compiled once per (device type, precision) and
+    shared by every model (dynamo re-uses the graph for new instances of one architecture)."""
+    global _COMPILE_BROKEN
+
+    def eager(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+        return _loss(model, x, target, precision)
+
+    if not compile or _COMPILE_BROKEN:
+        return eager
+    key = (device.type, precision)
+    if key not in _COMPILED:
+        from torch import _dynamo
+
+        _dynamo.config.cache_size_limit = max(_dynamo.config.cache_size_limit, 64)
+        _COMPILED[key] = torch.compile(eager, dynamic=False)
+    compiled = _COMPILED[key]
+
+    def safe(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+        global _COMPILE_BROKEN
+        if _COMPILE_BROKEN:
+            return eager(model, x, target)
+        try:
+            return compiled(model, x, target)
+        except Exception as e:  # no C++ compiler, unsupported backend, ...: fall back, loudly
+            _COMPILE_BROKEN = True
+            warnings.warn(f"torch.compile failed ({e.__class__.__name__}); running eagerly", stacklevel=2)
+            return eager(model, x, target)
+
+    return safe
+
+
+def build_network(name: str, channels: int, num_classes: int, im_size: tuple[int, int],
+                  seed: int, device: torch.device) -> nn.Module:
+    """A fresh registered network initialised deterministically from ``seed`` (the global RNG is
+    forked, so the caller's RNG state is untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = get_network(name, channels, num_classes, im_size)
+    return net.to(device)
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, test: RealDataset, *, precision: str = "bf16",
+                  batch_size: int = 1000) -> float:
+    """Top-1 accuracy in percent of ``model`` on ``test`` (eval mode, no augmentation)."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(test), batch_size):
+        x = test.images[i : i + batch_size].to(device)
+        y = test.labels[i : i + batch_size].to(device)
+        with autocast(device, precision):
+            correct += int((model(x).argmax(1) == y).sum())
+    return 100.0 * correct / len(test)
+
+
+def train_network(
+    model_name: str,
+    images: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    protocol: Protocol,
+    *,
+    seed: int,
+    dsa_strategy: str,
+    device: torch.device,
+    precision: str = "bf16",
+    compile: bool = True,
+    lr: float | None = None,
+) -> nn.Module:
+    """Train a fresh ``model_name`` on ``images`` (N, C, H, W) float32 model-input space and
+    ``labels`` (N,) int64 or (N, K) soft, under ``protocol``; returns the trained network.
+
+    ``seed`` fixes the initialisation, the batch order and the augmentation draws. ``lr``
+    overrides the protocol's learning rate (a learned lr stored in the synthetic set).
+    """
+    images, labels = images.to(device), labels.to(device)
+    n, c, h, w = images.shape
+    net = build_network(model_name, c, num_classes, (h, w), seed, device)
+    net.train()
+    base_lr = protocol.lr if lr is None else lr
+    opt = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=protocol.momentum,
+                          weight_decay=protocol.weight_decay)
+    gen = make_generator(seed + 7919)
+    dsa = DSA(dsa_strategy) if protocol.augment == "dsa" else None
+    loss_fn = loss_function(device, precision, compile)
+    targets = labels if labels.dim() == 2 else labels
+    current = protocol.lr
+    for epoch in range(protocol.epochs):
+        lr_now = protocol.lr_at(epoch)
+        if lr_now != current:
+            current = lr_now
+            if protocol.reset_momentum:
+                opt.state.clear()
+        for group in opt.param_groups:
+            group["lr"] = base_lr * lr_now / protocol.lr
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, protocol.batch_size):
+            idx = perm[i : i + protocol.batch_size]
+            x, t = images[idx], targets[idx]
+            if dsa is not None:
+                x = dsa(x, gen)
+            if protocol.cutmix_p > 0 and float(torch.rand(1, generator=gen)) < protocol.cutmix_p:
+                x, t = cutmix(x, t, num_classes, gen)
+            loss = loss_fn(net, x, t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return net
+
+
+def train_and_test(
+    model_name: str,
+    images: Tensor,
+    labels: Tensor,
+    test: RealDataset,
+    protocol: Protocol,
+    *,
+    seed: int,
+    dsa_strategy: str,
+    device: torch.device,
+    precision: str = "bf16",
+    compile: bool = True,
+    lr: float | None = None,
+) -> tuple[float, float]:
+    """Train (see :func:`train_network`) then test: (last-epoch accuracy %, wall seconds)."""
+    with Timer() as t:
+        net = train_network(model_name, images, labels, test.num_classes, protocol, seed=seed,
+                            dsa_strategy=dsa_strategy, device=device, precision=precision,
+                            compile=compile, lr=lr)
+        acc = test_accuracy(net, test.to(device) if test.device != device else test,
+                            precision=precision)
+    return acc, t.seconds

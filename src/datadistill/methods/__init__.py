@@ -1,0 +1,62 @@
+"""Base distillation methods (one module each) and the ``distill`` entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datadistill.config import resolve_config
+from datadistill.data import RealDataset
+from datadistill.methods import coreset, dm  # noqa: F401  (registers the methods)
+from datadistill.methods.base import METHODS, Checkpointer, Distiller, StepCallback, check_ipc
+from datadistill.synthetic import SyntheticSet
+
+__all__ = ["METHODS", "Checkpointer", "Distiller", "StepCallback", "check_ipc", "distill",
+           "make_distiller"]
+
+
+def make_distiller(method: str, *, dataset: str, ipc: int, preset: str = "fast",
+                   overrides: Mapping[str, Any] | None = None) -> Distiller:
+    """The registered ``method`` configured by ``preset`` for (dataset, ipc) plus ``overrides``."""
+    cls = METHODS.get(method)
+    return cls(resolve_config(cls.name, preset, dataset=dataset, ipc=ipc, overrides=overrides))
+
+
+def distill(
+    method: str,
+    real: RealDataset,
+    ipc: int,
+    *,
+    preset: str = "fast",
+    seed: int = 0,
+    steps: int | None = None,
+    device: torch.device | str | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: tuple[StepCallback, ...] = (),
+    **overrides: Any,
+) -> SyntheticSet:
+    """Distil ``real`` with ``method`` into ``ipc`` images per class.
+
+    Args:
+        method: a registered method name (``datadistill list``), e.g. ``"dm"``.
+        real: the real training set (from :func:`datadistill.load_dataset`).
+        ipc: images per class.
+        preset: ``"paper"`` (published hyperparameters) or ``"fast"`` (CPU-sized).
+        seed: fixes every random draw; the same seed gives the same synthetic set.
+        steps: overrides the preset's number of iterations.
+        overrides: any other hyperparameter of the preset (unknown keys raise ConfigError).
+
+    Raises:
+        UnknownNameError, ConfigError: bad method, preset, IPC or hyperparameter.
+    """
+    if steps is not None:
+        overrides["steps"] = int(steps)
+    d = make_distiller(method, dataset=real.name, ipc=ipc, preset=preset, overrides=overrides)
+    return d.distill(real, ipc, seed=seed, device=None if device is None else torch.device(device),
+                     checkpoint=None if checkpoint is None else Path(checkpoint), resume=resume,
+                     progress=progress, callbacks=callbacks)

@@ -1,0 +1,176 @@
+"""The Distiller interface, the method registry, and the step loop shared by image-optimising
+methods (progress bar, periodic atomic checkpoints, resume)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from tqdm.auto import tqdm
+
+from datadistill.data import RealDataset
+from datadistill.errors import ArtifactError, ConfigError
+from datadistill.registry import Registry
+from datadistill.synthetic import SyntheticSet, library_versions
+from datadistill.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: ``callback(step, synset_fn)`` is called after every step; ``synset_fn()`` builds the current
+#: synthetic set (only call it when needed, e.g. to snapshot at chosen steps).
+StepCallback = Callable[[int, Callable[[], SyntheticSet]], None]
+
+
+def check_ipc(real: RealDataset, ipc: int) -> None:
+    """Raise ConfigError unless 1 <= ipc <= the smallest class of ``real``."""
+    if not isinstance(ipc, int) or isinstance(ipc, bool) or ipc < 1:
+        raise ConfigError(f"IPC must be a positive integer, got {ipc!r}")
+    smallest = int(real.class_counts().min())
+    if ipc > smallest:
+        raise ConfigError(
+            f"IPC {ipc} is larger than the smallest class of {real.name} ({smallest} images); "
+            f"choose --ipc <= {smallest}"
+        )
+
+
+class Distiller(ABC):
+    """A base method: ``distill(real, ipc, seed=...) -> SyntheticSet``.
+
+    Subclasses set ``name`` and ``description`` and receive their resolved config (a dict of the
+    preset's hyperparameters with user overrides) in ``__init__``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+
+    def cfg(self, key: str) -> Any:
+        try:
+            return self.config[key]
+        except KeyError:
+            raise ConfigError(f"method {self.name}: missing config key {key!r}") from None
+
+    @abstractmethod
+    def distill(
+        self,
+        real: RealDataset,
+        ipc: int,
+        *,
+        seed: int = 0,
+        device: torch.device | None = None,
+        checkpoint: Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        callbacks: tuple[StepCallback, ...] = (),
+    ) -> SyntheticSet:
+        """Distil ``real`` into ``ipc`` images per class.
+
+        Args:
+            real: the real training set (model-input space).
+            ipc: images per class, 1 <= ipc <= smallest class (else ConfigError).
+            seed: fixes every random draw (init, networks, batches, augmentation).
+            device: where to compute (default: CUDA if available, else CPU).
+            checkpoint: file for periodic checkpoints; with ``resume`` a run continues from it.
+            progress: show a tqdm bar with the loss and ETA.
+            callbacks: called after each step (see :data:`StepCallback`).
+        """
+
+    def make_synset(self, images: torch.Tensor, labels: torch.Tensor, real: RealDataset, ipc: int,
+                    seed: int, wall: float, extra: Mapping[str, Any] | None = None,
+                    **kwargs: Any) -> SyntheticSet:
+        """Wrap tensors in a SyntheticSet with the standard metadata."""
+        meta = {
+            "method": self.name,
+            "dataset": real.name,
+            "dataset_checksum": real.checksum(),
+            "ipc": ipc,
+            "seed": seed,
+            "config": self.config,
+            "distill_seconds": round(wall, 2),
+            "versions": library_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        meta.update(extra or {})
+        return SyntheticSet(images, labels, real.class_names, real.preprocessing, meta=meta,
+                            **kwargs)
+
+
+METHODS: Registry[type[Distiller]] = Registry("method")
+
+
+class Checkpointer:
+    """Atomic periodic checkpoints of a step loop's state (a dict of tensors and numbers)."""
+
+    def __init__(self, path: Path | None, every: int) -> None:
+        self.path, self.every = path, max(int(every), 1)
+
+    def due(self, step: int, total: int) -> bool:
+        return self.path is not None and (step % self.every == 0 or step == total)
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        if self.path is None:
+            return
+        buf = io.BytesIO()
+        torch.save(dict(state), buf)
+        with atomic_path(self.path) as tmp:
+            tmp.write_bytes(buf.getvalue())
+
+    def load(self, fingerprint: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The saved state, if any; ArtifactError when it is corrupt or from another run."""
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ArtifactError(
+                f"checkpoint {self.path} is unreadable ({e.__class__.__name__}); delete it to "
+                "start over, or run without --resume"
+            ) from None
+        if not isinstance(state, dict) or state.get("fingerprint") != dict(fingerprint):
+            raise ArtifactError(
+                f"checkpoint {self.path} belongs to another run (method, dataset, IPC, seed or "
+                "config differ); use another --out folder or run without --resume"
+            )
+        return state
+
+
+def step_loop(
+    total: int,
+    start: int,
+    step_fn: Callable[[int], float],
+    *,
+    desc: str,
+    progress: bool,
+    checkpointer: Checkpointer,
+    state_fn: Callable[[int], Mapping[str, Any]],
+    callbacks: tuple[StepCallback, ...],
+    synset_fn: Callable[[], SyntheticSet],
+) -> None:
+    """Run ``step_fn(step)`` for steps ``start+1 .. total`` (1-based), with a progress bar showing
+    the loss, checkpoints via ``state_fn(step)``, and callbacks."""
+    bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, dynamic_ncols=True,
+               mininterval=1.0)
+    try:
+        for step in range(start + 1, total + 1):
+            loss = step_fn(step)
+            if not torch.isfinite(torch.tensor(loss)):
+                raise ArtifactError(
+                    f"{desc}: the loss became {loss} at step {step}; lower the image learning rate"
+                    " (--set lr_img=...)"
+                )
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            bar.update(1)
+            if checkpointer.due(step, total):
+                checkpointer.save(state_fn(step))
+            for cb in callbacks:
+                cb(step, synset_fn)
+    finally:
+        bar.close()
