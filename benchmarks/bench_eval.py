@@ -4,7 +4,11 @@ evaluator's plain fp32 eager loop, side by side on the same synthetic set with t
 Both train ConvNet-3 under the ``dsa`` protocol (1000 epochs, per-sample DSA, SGD lr 0.01,
 momentum 0.9, wd 5e-4, batch 256, lr x0.1 at epoch 500) and test after the last epoch.
 
-    python benchmarks/bench_eval.py --synset runs/bench/dm-ipc10/synset.pt --num-eval 5
+    python benchmarks/bench_eval.py --synset benchmarks/results/table/random-ipc10.pt \
+        --num-eval 5 --num-eval-ref 2 --ours-from benchmarks/results/table/random-ipc10.json
+
+``--ours-from`` reuses the accuracies and times that ``run_all.py`` measured for the same synthetic
+set with the same evaluator, seeds and protocol, instead of training those networks again.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from datadistill.utils import resolve_device
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--synset", required=True)
-    ap.add_argument("--num-eval", type=int, default=5)
+    ap.add_argument("--num-eval", type=int, default=5, help="networks, our evaluator")
+    ap.add_argument("--num-eval-ref", type=int, default=2, help="networks, fp32 eager evaluator")
+    ap.add_argument("--ours-from", default=None, help="run_all.py row of the same synset")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/results/eval_speed.json")
     a = ap.parse_args()
@@ -39,10 +45,18 @@ def main() -> None:
     strategy = default_strategy(synset.meta["dataset"])
     res: dict = {"synset": a.synset, "ipc": synset.ipc, "epochs": proto.epochs,
                  "num_eval": a.num_eval, "date": time.strftime("%Y-%m-%d")}
-    for label, precision, compile in (("ours_bf16_compiled", "bf16", True),
-                                      ("reference_fp32_eager", "fp32", False)):
+    variants = [("ours_bf16_compiled", "bf16", True, a.num_eval),
+                ("reference_fp32_eager", "fp32", False, a.num_eval_ref)]
+    if a.ours_from:
+        row = json.loads(Path(a.ours_from).read_text())
+        per = row["eval_seconds_per_model"]
+        res["ours_bf16_compiled"] = {"acc": row["accuracies"], "mean": row["mean"],
+                                     "std": row["std"], "seconds": [per] * len(row["accuracies"]),
+                                     "mean_seconds_after_first": per, "from": a.ours_from}
+        variants = variants[1:]
+    for label, precision, compile, n in variants:
         accs, secs = [], []
-        for i in range(a.num_eval):
+        for i in range(n):
             acc, sec = train_and_test("convnet", x, y, test, proto, seed=i, dsa_strategy=strategy,
                                       device=dev, precision=precision, compile=compile)
             accs.append(acc)

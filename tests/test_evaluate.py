@@ -235,3 +235,11 @@ def test_package_level_evaluate_is_the_function():
 
     assert callable(datadistill.evaluate)
     assert callable(datadistill.distill)
+
+
+def test_evaluate_refuses_other_preprocessing(synset, digits):
+    train, test = digits
+    other = RealDataset(test.images, test.labels, test.class_names,
+                        Preprocessing((0.5,), (0.25,)), test.name, "test")
+    with pytest.raises(ConfigError, match="preprocessing"):
+        evaluate(synset, SHORT, ["mlp"], num_eval=1, test=other, baseline=False, **FAST)

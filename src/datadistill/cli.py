@@ -77,6 +77,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
+    p.add_argument("--zca", action="store_true", help="ZCA-whiten the data (fit on train)")
+    p.add_argument("--im-size", type=int, default=None, help="imagefolder only: resize to this")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -126,7 +128,7 @@ def cmd_distill(a: argparse.Namespace) -> None:
         raise ConfigError("--num-eval must be >= 1")
     distiller = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
                                overrides=overrides)  # validates names before loading data
-    train, test = load_dataset(a.dataset, a.data_root)
+    train, test = load_dataset(a.dataset, a.data_root, zca=a.zca or None, im_size=a.im_size)
     check_ipc(train, a.ipc)
     out = Path(a.out or f"runs/{a.dataset}-{a.method}-ipc{a.ipc}-s{a.seed}")
     if (out / "synset.pt").exists() and not a.resume:

@@ -107,8 +107,16 @@ def resolve_splits(
         name = synset.meta.get("dataset")
         if not name:
             raise ConfigError("the synthetic set does not name its dataset: pass train= and test=")
-        tr, te = load_dataset(name, data_root)
+        # Same preprocessing as the synthetic set: ZCA refitted on train is deterministic.
+        size = synset.image_shape[-1] if name == "imagefolder" else None
+        tr, te = load_dataset(name, data_root, zca=synset.preprocessing.zca is not None,
+                              im_size=size)
         train, test = train or tr, test or te
+    if test.preprocessing != synset.preprocessing:
+        raise ConfigError(
+            f"the test set's preprocessing ({test.preprocessing.describe()}) differs from the "
+            f"synthetic set's ({synset.preprocessing.describe()}): evaluate with matching data"
+        )
     if test.image_shape != synset.image_shape or test.num_classes != synset.num_classes:
         raise ConfigError(
             f"test set {test.name} {test.image_shape} with {test.num_classes} classes does not fit "
