@@ -35,12 +35,13 @@ def params_for(dsa: DSA, n: int, im_size=(12, 12), seed: int = 0):
 # ------------------------------------------------------------------------------ strategies
 
 
-def test_default_strategy_flip_only_for_natural_images():
-    assert "flip" not in default_strategy("fashion-mnist").split("_")
-    assert "flip" not in default_strategy("FASHION-MNIST").split("_")
+def test_default_strategy_no_flip_for_digits():
+    # the DSA code's README: full strategy for FashionMNIST and CIFAR, no flip for MNIST/SVHN
+    assert default_strategy("fashion-mnist") == DEFAULT_STRATEGY
+    assert default_strategy("FASHION-MNIST") == DEFAULT_STRATEGY
     assert "flip" not in default_strategy("mnist").split("_")
     assert "flip" not in default_strategy("svhn").split("_")
-    assert default_strategy("fashion-mnist") == "color_crop_cutout_scale_rotate"
+    assert default_strategy("digits") == "color_crop_cutout_scale_rotate"
     assert default_strategy("cifar10") == DEFAULT_STRATEGY == "color_crop_cutout_flip_scale_rotate"
     assert "flip" in default_strategy("cifar10").split("_")
     assert default_strategy(None) == DEFAULT_STRATEGY

@@ -32,13 +32,13 @@ from datadistill.errors import ConfigError
 #: Op groups of the original code; ``color`` is brightness -> saturation -> contrast.
 OP_GROUPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
-#: Datasets of hand-written digits or upright objects on which horizontal flips are not used
-#: (REFERENCE.md: "no flip for MNIST/SVHN"; the MNIST-family convention of the DSA code).
-NO_FLIP_DATASETS = ("mnist", "fashion-mnist", "digits", "svhn")
+#: Digit datasets, on which horizontal flips are not used (the DSA code's README: the full strategy
+#: "for FashionMNIST, CIFAR10/100", no flip "for the digit datasets (MNIST and SVHN)").
+NO_FLIP_DATASETS = ("mnist", "digits", "svhn")
 
 
 def default_strategy(dataset: str | None) -> str:
-    """The field's DSA strategy for ``dataset``: the default, without ``flip`` for the MNISTs."""
+    """The field's DSA strategy for ``dataset``: the default, without ``flip`` for digit data."""
     if dataset is not None and dataset.lower() in NO_FLIP_DATASETS:
         return DEFAULT_STRATEGY.replace("_flip", "")
     return DEFAULT_STRATEGY
@@ -49,7 +49,7 @@ class DSAParams:
     """One parameter draw per sample (all tensors have leading dimension N).
 
     ``op`` (N,) int64 indexes :attr:`DSA.ops`; scale (N, 2) float32 in [1/1.2, 1.2];
-    rotate (N,) radians in [-15, 15] degrees; flip (N,) bool; brightness, saturation, contrast (N,)
+    rotate (N,) radians, |angle| <= 15 degrees; flip (N,) bool; brightness, saturation, contrast (N,)
     float32 uniform in [0, 1) (mapped by the op); crop (N, 2) int64 shifts in [-s, s];
     cutout (N, 2) int64 centres.
     """
@@ -239,7 +239,8 @@ class DSA:
         if op == "rotate":
             c, s = torch.cos(p.rotate), torch.sin(p.rotate)
             theta = torch.zeros(x.shape[0], 2, 3, device=x.device)
-            theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, s, -s, c
+            # original rand_rotate: [[cos t, sin(-t)], [sin t, cos t]]
+            theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, -s, s, c
             return _affine(x, theta)
         if op == "crop":
             return _translate(x, p.crop)
@@ -269,6 +270,8 @@ def _cutout(x: Tensor, centre: Tensor, ratio: float) -> Tensor:
     """Zero a square of side ``round(ratio * H)`` per sample (original ``rand_cutout``)."""
     n, c, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    if sh == 0 or sw == 0:
+        return x
     r = torch.arange(h, device=x.device).view(1, h)
     q = torch.arange(w, device=x.device).view(1, w)
     r0 = (centre[:, :1] - sh // 2).clamp(0, h - 1)
