@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--num-eval", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-only", action="store_true", help="only evaluate existing snapshots")
+    ap.add_argument("--eval-only-largest", action="store_true",
+                    help="evaluate only the last snapshot now (the others later, with --eval-only)")
     a = ap.parse_args()
     snaps = sorted(int(s) for s in a.snapshots.split(","))
     train, test = load_dataset("fashion-mnist")
@@ -47,7 +49,7 @@ def main() -> None:
 
         distill("dm", train, a.ipc, preset="fast", seed=a.seed, steps=max(snaps),
                 callbacks=(snapshot,))
-    for s in snaps:
+    for s in snaps[-1:] if a.eval_only_largest else snaps:
         path = OUT / f"{prefix}-it{s}.json"
         if path.exists() and json.loads(path.read_text())["num_eval"] >= a.num_eval:
             continue

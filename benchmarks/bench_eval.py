@@ -62,8 +62,11 @@ def main() -> None:
             accs.append(acc)
             secs.append(sec)
             print(label, i, f"{acc:.2f}", f"{sec:.1f}s", flush=True)
-        res[label] = {"acc": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs)),
-                      "seconds": secs, "mean_seconds_after_first": float(np.mean(secs[1:] or secs))}
+            res[label] = {"acc": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs)),
+                          "seconds": secs,
+                          "mean_seconds_after_first": float(np.mean(secs[1:] or secs))}
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(res, indent=2))  # partial results survive a kill
     res["speedup"] = (res["reference_fp32_eager"]["mean_seconds_after_first"]
                       / res["ours_bf16_compiled"]["mean_seconds_after_first"])
     res["accuracy_gap"] = res["ours_bf16_compiled"]["mean"] - res["reference_fp32_eager"]["mean"]

@@ -229,12 +229,14 @@ def test_evaluate_argument_errors(synset, digits):
         evaluate(anonymous, SHORT, ["mlp"], num_eval=1, **FAST)
 
 
-def test_package_level_evaluate_is_the_function():
+def test_evaluate_subpackage_is_not_shadowed():
     import datadistill
-    import datadistill.methods  # noqa: F401  (imports datadistill.evaluate.train)
+    import datadistill.evaluate
+    import datadistill.methods
 
-    assert callable(datadistill.evaluate)
-    assert callable(datadistill.distill)
+    assert datadistill.evaluate.Protocol is Protocol  # the subpackage, not a function
+    assert callable(datadistill.evaluate.evaluate)
+    assert callable(datadistill.methods.distill)
 
 
 def test_evaluate_refuses_other_preprocessing(synset, digits):

@@ -233,11 +233,21 @@ def test_labels_out_of_range(tmp_path):
         SyntheticSet.load(tmp_path / "bad.pt")
 
 
+def test_integer_labels_are_converted_and_bad_types_refused():
+    x = torch.zeros(2, 1, 8, 8)
+    s = SyntheticSet(x, torch.tensor([0, 1], dtype=torch.int32), NAMES, PRE1)
+    assert s.labels.dtype == torch.int64
+    with pytest.raises(ArtifactError, match="tensors"):
+        SyntheticSet(x.numpy(), torch.tensor([0, 1]), NAMES, PRE1)
+    with pytest.raises(ArtifactError, match="Preprocessing"):
+        SyntheticSet(x, torch.tensor([0, 1]), NAMES, {"mean": (0.5,)})
+
+
 @pytest.mark.parametrize(
     "images, labels, kwargs, match",
     [
         (torch.zeros(2, 8, 8), torch.tensor([0, 1]), {}, r"\(M, C, H, W\)"),
-        (torch.zeros(2, 1, 8, 8), torch.tensor([0, 1], dtype=torch.int32), {}, "int64"),
+        (torch.zeros(2, 1, 8, 8), torch.tensor([0.0, 1.0]), {}, "int64"),
         (torch.zeros(2, 1, 8, 8), torch.tensor([0, 1, 2]), {}, "3 labels"),
         (torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]), {}, "channels"),
         (torch.zeros(2, 1, 8, 8), torch.zeros(2, 4), {}, "soft labels"),

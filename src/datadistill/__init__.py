@@ -2,7 +2,9 @@
 
 Distil a real set into a small synthetic set, evaluate it under the field's protocols, and use it.
 
-    >>> from datadistill import load_dataset, distill, evaluate
+    >>> from datadistill import load_dataset
+    >>> from datadistill.methods import distill
+    >>> from datadistill.evaluate import evaluate
     >>> train, test = load_dataset("fashion-mnist")
     >>> synset = distill("dm", train, ipc=10, preset="fast", seed=0)
     >>> result = evaluate(synset, "dsa", models=["convnet"], num_eval=5, test=test, train=train)
@@ -11,10 +13,6 @@ Distil a real set into a small synthetic set, evaluate it under the field's prot
 __version__ = "0.1.0"
 
 from datadistill.data import RealDataset, load_dataset  # noqa: E402
-
-# Bound eagerly: the function ``evaluate`` shadows the subpackage of the same name on purpose.
-from datadistill.evaluate import evaluate  # noqa: E402
-from datadistill.methods import distill  # noqa: E402
 from datadistill.synthetic import SyntheticSet  # noqa: E402
 
-__all__ = ["RealDataset", "SyntheticSet", "load_dataset", "distill", "evaluate", "__version__"]
+__all__ = ["RealDataset", "SyntheticSet", "load_dataset", "__version__"]

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="run folder (default runs/DATASET-METHOD-ipcN-sS)")
     d.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     d.add_argument("--no-eval", action="store_true", help="only distil")
+    d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (fit on train)")
+    d.add_argument("--im-size", type=int, default=None, help="imagefolder only: resize to this")
     _eval_args(d)
     _data_args(d)
 
@@ -77,8 +79,6 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
-    p.add_argument("--zca", action="store_true", help="ZCA-whiten the data (fit on train)")
-    p.add_argument("--im-size", type=int, default=None, help="imagefolder only: resize to this")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -118,21 +118,27 @@ def _evaluate(synset: Any, a: argparse.Namespace, train: Any, test: Any) -> Any:
 
 def cmd_distill(a: argparse.Namespace) -> None:
     from datadistill.config import parse_override
-    from datadistill.data import load_dataset
-    from datadistill.methods import check_ipc, make_distiller
+    from datadistill.data import dataset_info, load_dataset
+    from datadistill.methods import METHODS, check_ipc, make_distiller
 
     overrides = dict(parse_override(s) for s in a.set)
     if a.steps is not None:
         overrides["steps"] = a.steps
     if a.num_eval < 1:
         raise ConfigError("--num-eval must be >= 1")
+    a.dataset = dataset_info(a.dataset).name  # canonical spelling for presets and folder names
+    a.method = METHODS.get(a.method).name
     distiller = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
                                overrides=overrides)  # validates names before loading data
     train, test = load_dataset(a.dataset, a.data_root, zca=a.zca or None, im_size=a.im_size)
     check_ipc(train, a.ipc)
     out = Path(a.out or f"runs/{a.dataset}-{a.method}-ipc{a.ipc}-s{a.seed}")
-    if (out / "synset.pt").exists() and not a.resume:
-        raise ConfigError(f"{out} already holds a finished run: choose another --out, or delete it")
+    if (out / "synset.pt").exists():
+        raise ConfigError(f"{out} already holds a finished run: choose another --out, delete it, "
+                          f"or evaluate it with `datadistill evaluate {out}`")
+    if (out / "checkpoint.pt").exists() and not a.resume:
+        raise ConfigError(f"{out} holds an interrupted run: add --resume to continue it, or "
+                          "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -217,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except DatadistillError as e:
         print(f"datadistill: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unwritable --out, a file where a folder is expected, disk full
+        print(f"datadistill: error: cannot access {e.filename or ''}: {e.strerror or e}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = " (continue with the same command plus --resume)" if args.command == "distill" else ""

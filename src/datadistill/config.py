@@ -55,6 +55,7 @@ def resolve_config(
         ConfigError: an override key that the preset does not define (catches typos).
     """
     presets = _presets(method)
+    dataset = dataset.lower()
     if preset not in presets:
         raise UnknownNameError(
             f"unknown preset {preset!r} for method {method}; valid presets: "
@@ -75,8 +76,41 @@ def resolve_config(
             raise ConfigError(
                 f"unknown hyperparameter {key!r} for {method}/{preset}; valid: {', '.join(sorted(cfg))}"
             )
-        cfg[key] = value
+        cfg[key] = _coerce(key, value, cfg[key])
     return cfg
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of the preset's ``default``; ConfigError if impossible."""
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            out = int(float(value))
+            if out < 1 and key != "seed":
+                raise ValueError
+            return out
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str) or not value:
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"hyperparameter {key}={value!r} is invalid: expected a "
+            f"{'positive integer' if kind is int else kind.__name__} like {default!r}"
+        ) from None
+    return value
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from datadistill.data.base import Preprocessing
-from datadistill.errors import ArtifactError
+from datadistill.errors import ArtifactError, DatadistillError
 from datadistill.utils import atomic_path
 
 FORMAT = "datadistill.SyntheticSet"
@@ -64,8 +64,15 @@ class SyntheticSet:
         lr: float | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> None:
+        if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+            raise ArtifactError("images and labels must be torch tensors")
+        if not isinstance(preprocessing, Preprocessing):
+            raise ArtifactError("preprocessing must be a datadistill.data.Preprocessing")
         self.images = images.detach().float().cpu().contiguous()
-        self.labels = labels.detach().cpu()
+        labels = labels.detach().cpu()
+        if labels.dim() == 1 and not labels.is_floating_point() and labels.dtype != torch.bool:
+            labels = labels.long()
+        self.labels = labels
         self.class_names = list(class_names)
         self.preprocessing = preprocessing
         self.parameterization = parameterization
@@ -216,9 +223,12 @@ class SyntheticSet:
             ) from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ArtifactError(f"{path} is not a datadistill synthetic set (no {FORMAT} header)")
-        if int(d.get("version", -1)) > FORMAT_VERSION:
+        version = d.get("version")
+        if not isinstance(version, int):
+            raise ArtifactError(f"{path} has no valid format version; re-run the distillation")
+        if version > FORMAT_VERSION:
             raise ArtifactError(
-                f"{path} has format version {d['version']}, this datadistill reads up to "
+                f"{path} has format version {version}, this datadistill reads up to "
                 f"{FORMAT_VERSION}: upgrade datadistill"
             )
         try:
@@ -232,7 +242,7 @@ class SyntheticSet:
                 lr=d["lr"],
                 meta=json.loads(d["meta_json"]),
             )
-        except ArtifactError as e:
+        except DatadistillError as e:
             raise ArtifactError(f"{path}: {e}") from None
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(

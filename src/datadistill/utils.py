@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from datadistill.errors import ConfigError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -28,6 +30,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as f:  # flush to disk before the rename makes it visible
+            os.fsync(f.fileno())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -41,10 +45,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or ``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    """``None`` or ``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``.
+
+    Raises ConfigError for an unknown device string or CUDA requested without CUDA.
+    """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datadistill.augment import default_strategy
-from datadistill.data import RealDataset, load_dataset
+from datadistill.data import Preprocessing, RealDataset, load_dataset
 from datadistill.errors import ConfigError
 from datadistill.evaluate.protocols import Protocol, get_protocol
 from datadistill.evaluate.train import train_and_test
@@ -95,6 +95,22 @@ class EvalResult:
         return "\n".join(lines)
 
 
+def _as_input_space(ds: RealDataset, prep: Preprocessing) -> RealDataset:
+    """``ds`` (normalised, no ZCA) whitened with ``prep.zca`` when ``prep`` has one."""
+    if prep.zca is None:
+        return ds
+    return RealDataset(prep.zca.apply(ds.images), ds.labels, ds.class_names, prep, ds.name,
+                       ds.split)
+
+
+def _same_preprocessing(a: Preprocessing, b: Preprocessing) -> bool:
+    if not np.allclose(a.mean, b.mean) or not np.allclose(a.std, b.std):
+        return False
+    if (a.zca is None) != (b.zca is None):
+        return False
+    return a.zca is None or torch.allclose(a.zca.transform, b.zca.transform, atol=1e-4)
+
+
 def resolve_splits(
     synset: SyntheticSet,
     train: RealDataset | None,
@@ -107,21 +123,24 @@ def resolve_splits(
         name = synset.meta.get("dataset")
         if not name:
             raise ConfigError("the synthetic set does not name its dataset: pass train= and test=")
-        # Same preprocessing as the synthetic set: ZCA refitted on train is deterministic.
         size = synset.image_shape[-1] if name == "imagefolder" else None
-        tr, te = load_dataset(name, data_root, zca=synset.preprocessing.zca is not None,
-                              im_size=size)
-        train, test = train or tr, test or te
-    if test.preprocessing != synset.preprocessing:
-        raise ConfigError(
-            f"the test set's preprocessing ({test.preprocessing.describe()}) differs from the "
-            f"synthetic set's ({synset.preprocessing.describe()}): evaluate with matching data"
-        )
+        tr, te = load_dataset(name, data_root, zca=False, im_size=size)
+        # Whiten with the synthetic set's own ZCA (a refit could differ in the last bits).
+        tr, te = (_as_input_space(d, synset.preprocessing) for d in (tr, te))
+        train = train if train is not None else tr
+        test = test if test is not None else te
     if test.image_shape != synset.image_shape or test.num_classes != synset.num_classes:
         raise ConfigError(
             f"test set {test.name} {test.image_shape} with {test.num_classes} classes does not fit "
             f"the synthetic set {synset.image_shape} with {synset.num_classes} classes"
         )
+    for split in (test, train):
+        if split is not None and not _same_preprocessing(split.preprocessing, synset.preprocessing):
+            raise ConfigError(
+                f"the {split.split} set's preprocessing ({split.preprocessing.describe()}) differs "
+                f"from the synthetic set's ({synset.preprocessing.describe()}): evaluate with "
+                "matching data"
+            )
     return train, test
 
 
@@ -165,6 +184,8 @@ def evaluate(
         that does not fit the synthetic set.
     """
     proto = get_protocol(protocol)
+    if not models:
+        raise ConfigError("models must name at least one network, e.g. convnet")
     for m in models:
         NETWORKS.get(m)
     if num_eval < 1:

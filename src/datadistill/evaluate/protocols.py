@@ -28,7 +28,6 @@ class Protocol:
         gamma: lr decay factor.
         augment: ``"none"`` or ``"dsa"`` (per-sample DSA, dataset-default strategy).
         cutmix_p: probability of CutMix per batch (IDC's protocol uses 0.5).
-        label_loss: ``"ce"`` (cross-entropy on hard or soft targets).
         reset_momentum: clear the SGD momentum at each lr decay (the original DC evaluator
             re-creates its optimiser when it decays the lr).
     """
@@ -43,7 +42,6 @@ class Protocol:
     gamma: float = 0.1
     augment: str = "dsa"
     cutmix_p: float = 0.0
-    label_loss: str = "ce"
     reset_momentum: bool = True
     description: str = ""
 
@@ -52,6 +50,11 @@ class Protocol:
             raise ConfigError(f"protocol {self.name}: epochs and batch_size must be >= 1")
         if self.augment not in ("none", "dsa"):
             raise ConfigError(f"protocol {self.name}: augment must be 'none' or 'dsa'")
+        if self.lr <= 0 or self.gamma <= 0 or self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError(f"protocol {self.name}: lr and gamma must be > 0, momentum and "
+                              "weight_decay >= 0")
+        if any(not 0.0 < m <= 1.0 for m in self.milestones):
+            raise ConfigError(f"protocol {self.name}: milestones are fractions in (0, 1]")
         if not 0.0 <= self.cutmix_p <= 1.0:
             raise ConfigError(f"protocol {self.name}: cutmix_p must lie in [0, 1]")
 

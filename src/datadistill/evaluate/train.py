@@ -23,6 +23,7 @@ from torch import Tensor
 
 from datadistill.augment import DSA, cutmix
 from datadistill.data import RealDataset
+from datadistill.errors import ConfigError
 from datadistill.evaluate.protocols import Protocol
 from datadistill.models import get_network
 from datadistill.utils import Timer, make_generator
@@ -38,7 +39,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if precision != "fp32":
-        raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+        raise ConfigError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
     return contextlib.nullcontext()
 
 
@@ -72,6 +73,8 @@ def loss_function(device: torch.device, precision: str, compile: bool) -> Callab
             return eager(model, x, target)
         try:
             return compiled(model, x, target)
+        except torch.OutOfMemoryError:
+            raise
         except Exception as e:  # no C++ compiler, unsupported backend, ...: fall back, loudly
             _COMPILE_BROKEN = True
             warnings.warn(f"torch.compile failed ({e.__class__.__name__}); running eagerly", stacklevel=2)
@@ -85,7 +88,7 @@ def build_network(name: str, channels: int, num_classes: int, im_size: tuple[int
     """A fresh registered network initialised deterministically from ``seed`` (the global RNG is
     forked, so the caller's RNG state is untouched)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only: CUDA RNG state stays the user's
         net = get_network(name, channels, num_classes, im_size)
     return net.to(device)
 
@@ -135,7 +138,6 @@ def train_network(
     gen = make_generator(seed + 7919)
     dsa = DSA(dsa_strategy) if protocol.augment == "dsa" else None
     loss_fn = loss_function(device, precision, compile)
-    targets = labels if labels.dim() == 2 else labels
     current = protocol.lr
     for epoch in range(protocol.epochs):
         lr_now = protocol.lr_at(epoch)
@@ -148,7 +150,7 @@ def train_network(
         perm = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, protocol.batch_size):
             idx = perm[i : i + protocol.batch_size]
-            x, t = images[idx], targets[idx]
+            x, t = images[idx], labels[idx]
             if dsa is not None:
                 x = dsa(x, gen)
             if protocol.cutmix_p > 0 and float(torch.rand(1, generator=gen)) < protocol.cutmix_p:

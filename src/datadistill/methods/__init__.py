@@ -13,6 +13,7 @@ from datadistill.data import RealDataset
 from datadistill.methods import coreset, dm  # noqa: F401  (registers the methods)
 from datadistill.methods.base import METHODS, Checkpointer, Distiller, StepCallback, check_ipc
 from datadistill.synthetic import SyntheticSet
+from datadistill.utils import resolve_device
 
 __all__ = ["METHODS", "Checkpointer", "Distiller", "StepCallback", "check_ipc", "distill",
            "make_distiller"]
@@ -57,6 +58,6 @@ def distill(
     if steps is not None:
         overrides["steps"] = int(steps)
     d = make_distiller(method, dataset=real.name, ipc=ipc, preset=preset, overrides=overrides)
-    return d.distill(real, ipc, seed=seed, device=None if device is None else torch.device(device),
+    return d.distill(real, ipc, seed=seed, device=resolve_device(device),
                      checkpoint=None if checkpoint is None else Path(checkpoint), resume=resume,
                      progress=progress, callbacks=callbacks)

@@ -59,10 +59,12 @@ def k_center(features: Tensor, k: int) -> Tensor:
     first = int(((features - features.mean(0)) ** 2).sum(1).argmin())
     chosen = [first]
     mind = ((features - features[first]) ** 2).sum(1)
+    mind[first] = -1.0  # never re-select, even among duplicate points
     for _ in range(k - 1):
         i = int(mind.argmax())
         chosen.append(i)
         mind = torch.minimum(mind, ((features - features[i]) ** 2).sum(1))
+        mind[chosen] = -1.0
     return torch.tensor(chosen, dtype=torch.long)
 
 

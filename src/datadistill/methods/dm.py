@@ -136,8 +136,11 @@ class DM(Distiller):
         real_labels = torch.arange(k, device=device).repeat_interleave(batch_real)
 
         ckpt = Checkpointer(checkpoint, self.cfg("checkpoint_every"))
+        # What changes the result; steps may grow on resume, compile/checkpointing do not matter.
+        same = {k: v for k, v in self.config.items()
+                if k not in ("steps", "compile", "checkpoint_every")}
         fingerprint = {"method": self.name, "dataset": real.checksum(), "ipc": ipc, "seed": seed,
-                       "config": repr(sorted(self.config.items()))}
+                       "config": repr(sorted(same.items()))}
         start = 0
         saved = ckpt.load(fingerprint) if resume else None
         if saved is not None:
