@@ -26,6 +26,10 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
 def table_section() -> list[str]:
     lines = [
         "## Fashion-MNIST, ConvNet-3, `dsa` protocol (1000 epochs, per-sample DSA), fast presets",
@@ -48,7 +52,7 @@ def table_section() -> list[str]:
             lines.append(
                 f"| {m} | {ipc} | {r['mean']:.2f} ± {r['std']:.2f} | {pub_s} | "
                 f"{r['distill_seconds']:.0f} | {r['eval_seconds_per_model']:.0f} | "
-                f"{r['peak_memory_mb']:.0f} | {r['date']} |"
+                f"{_num(r.get('peak_memory_mb'))} | {r['date']} |"
             )
     lines += ["", "Command for every row: `python benchmarks/run_all.py` (rows are cached in",
               "`benchmarks/results/table/`; `--methods` / `--ipcs` select rows)."]
