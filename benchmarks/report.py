@@ -112,7 +112,10 @@ def speed_section() -> list[str]:
             "",
             f"Speed-up {ev['speedup']:.2f}x; accuracy difference {ev['accuracy_gap']:+.2f} points.",
             f"Command: `python benchmarks/bench_eval.py --synset {ev['synset']} "
-            f"--num-eval {ev['num_eval']}`",
+            f"--num-eval {ev['num_eval']} --num-eval-ref {len(r['acc'])}"
+            + (f" --ours-from {o['from']}`" if o.get("from") else "`")
+            + " (the bf16 row reuses the `random` IPC 10 row of the table: same set, seeds,"
+            " protocol).",
             "",
         ]
     return lines
