@@ -13,7 +13,6 @@ setup: $(VENV)/.installed
 # that keep a CPU wheel locally; any torch >= 2.3 works (see pyproject.toml).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[dev]"
 	touch $@
