@@ -8,7 +8,8 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -85,3 +86,34 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t0
+
+
+_COMPILED: dict[str, Callable] = {}
+_COMPILE_BROKEN = False
+
+
+def compiled(key: str, fn: Callable) -> Callable:
+    """``torch.compile(fn)``, built once per ``key`` and shared (dynamo re-uses a graph for new
+    instances of one architecture). If compilation fails (no C++ compiler, unsupported backend)
+    it warns once and every compiled function of the process runs eagerly instead."""
+    if key not in _COMPILED:
+        from torch import _dynamo
+
+        _dynamo.config.cache_size_limit = max(_dynamo.config.cache_size_limit, 64)
+        _COMPILED[key] = torch.compile(fn, dynamic=False)
+    graph = _COMPILED[key]
+
+    def run(*args, **kwargs):
+        global _COMPILE_BROKEN
+        if not _COMPILE_BROKEN:
+            try:
+                return graph(*args, **kwargs)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as e:
+                _COMPILE_BROKEN = True
+                warnings.warn(f"torch.compile failed ({e.__class__.__name__}); running eagerly",
+                              stacklevel=2)
+        return fn(*args, **kwargs)
+
+    return run

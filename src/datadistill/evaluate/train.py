@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -26,13 +25,9 @@ from datadistill.data import RealDataset
 from datadistill.errors import ConfigError
 from datadistill.evaluate.protocols import Protocol
 from datadistill.models import get_network
-from datadistill.utils import Timer, make_generator
+from datadistill.utils import Timer, compiled, make_generator
 
 log = logging.getLogger(__name__)
-
-_COMPILED: dict[tuple[str, str], Callable] = {}
-_COMPILE_BROKEN = False
-
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on ``device`` when ``precision == "bf16"``, else a no-op."""
@@ -52,35 +47,13 @@ def _loss(model: nn.Module, x: Tensor, target: Tensor, precision: str) -> Tensor
 def loss_function(device: torch.device, precision: str, compile: bool) -> Callable:
     """``f(model, x, target) -> scalar loss``, compiled once per (device type, precision) and
     shared by every model (dynamo re-uses the graph for new instances of one architecture)."""
-    global _COMPILE_BROKEN
-
     def eager(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
         return _loss(model, x, target, precision)
 
-    if not compile or _COMPILE_BROKEN:
+    if not compile:
         return eager
-    key = (device.type, precision)
-    if key not in _COMPILED:
-        from torch import _dynamo
-
-        _dynamo.config.cache_size_limit = max(_dynamo.config.cache_size_limit, 64)
-        _COMPILED[key] = torch.compile(eager, dynamic=False)
-    compiled = _COMPILED[key]
-
-    def safe(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
-        global _COMPILE_BROKEN
-        if _COMPILE_BROKEN:
-            return eager(model, x, target)
-        try:
-            return compiled(model, x, target)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as e:  # no C++ compiler, unsupported backend, ...: fall back, loudly
-            _COMPILE_BROKEN = True
-            warnings.warn(f"torch.compile failed ({e.__class__.__name__}); running eagerly", stacklevel=2)
-            return eager(model, x, target)
-
-    return safe
+    # one compiled graph per (device type, precision); eager and compiled give the same loss
+    return compiled(f"loss/{device.type}/{precision}", eager)
 
 
 def build_network(name: str, channels: int, num_classes: int, im_size: tuple[int, int],

@@ -32,9 +32,7 @@ from datadistill.methods.base import (
     step_loop,
 )
 from datadistill.synthetic import SyntheticSet
-from datadistill.utils import make_generator, resolve_device
-
-_COMPILED_EMBED: dict[str, Callable] = {}
+from datadistill.utils import compiled, make_generator, resolve_device
 
 
 def _embed_eager(net: torch.nn.Module, x: Tensor) -> Tensor:
@@ -45,14 +43,7 @@ def embed_function(compile: bool) -> Callable[[torch.nn.Module, Tensor], Tensor]
     """``f(net, x) -> (N, D)`` embeddings, optionally compiled with ``torch.compile`` (one graph
     per architecture and grad mode, shared by every fresh network; compilation fuses the
     norm/ReLU/pooling passes, which dominate on memory-bound CPUs)."""
-    if not compile:
-        return _embed_eager
-    if "embed" not in _COMPILED_EMBED:
-        from torch import _dynamo
-
-        _dynamo.config.cache_size_limit = max(_dynamo.config.cache_size_limit, 64)
-        _COMPILED_EMBED["embed"] = torch.compile(_embed_eager, dynamic=False)
-    return _COMPILED_EMBED["embed"]
+    return compiled("embed", _embed_eager) if compile else _embed_eager
 
 
 def real_embedder(device: torch.device, precision: str, compile: bool):
