@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-eval", action="store_true", help="only distil")
     d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (fit on train)")
     d.add_argument("--im-size", type=int, default=None, help="imagefolder only: resize to this")
+    _strategy_args(d)
     _eval_args(d)
     _data_args(d)
 
@@ -64,6 +65,41 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--npz", default=None, help="write pixels, images and labels to this .npz")
     x.add_argument("--grid", default=None, help="write a PNG grid (one row per class)")
     return p
+
+
+def _strategy_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("strategy (wraps the base method; see `datadistill list`)")
+    g.add_argument("--strategy", default=None, help="e.g. sequential, isa")
+    # Options of the strategies; each strategy accepts its own and refuses the others.
+    g.add_argument("--segments", type=int, default=None, help="sequential: number of segments")
+    g.add_argument("--segment-ipc", type=int, default=None,
+                   help="sequential: IPC per segment (instead of --segments)")
+    g.add_argument("--reg-weight", type=float, default=None,
+                   help="sequential: weight of the anti-forgetting regulariser")
+    g.add_argument("--discard-easy", type=float, default=None,
+                   help="isa: fraction of the easiest real samples dropped per step")
+    g.add_argument("--isa-eps", type=float, default=None,
+                   help="isa: infinite semantic augmentation range epsilon")
+    g.add_argument("--strategy-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other strategy option (repeatable)")
+
+
+STRATEGY_FLAGS = ("segments", "segment_ipc", "reg_weight", "discard_easy", "isa_eps")
+
+
+def _make_strategy(a: argparse.Namespace) -> Any:
+    """The strategy named by --strategy with its options, or None."""
+    from datadistill.config import parse_override
+    from datadistill.strategies import STRATEGIES
+
+    options = {k: getattr(a, k) for k in STRATEGY_FLAGS if getattr(a, k) is not None}
+    options.update(parse_override(s) for s in a.strategy_set)
+    if a.strategy is None:
+        if options:
+            raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in options)} "
+                              "need --strategy (see `datadistill list`)")
+        return None
+    return STRATEGIES.get(a.strategy)(options)
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -90,6 +126,7 @@ def cmd_list(_: argparse.Namespace) -> None:
     from datadistill.evaluate import PROTOCOLS
     from datadistill.methods import METHODS
     from datadistill.models import NETWORKS
+    from datadistill.strategies import STRATEGIES
 
     def section(title: str, reg: Any, extra: Any = None) -> None:
         print(f"{title}:")
@@ -101,6 +138,7 @@ def cmd_list(_: argparse.Namespace) -> None:
     section("datasets", DATASETS)
     section("methods", METHODS, lambda n: preset_names(METHODS.get(n).name))
     section("protocols", PROTOCOLS)
+    section("strategies", STRATEGIES)
     print("networks:\n  " + ", ".join(NETWORKS.names()))
 
 
@@ -130,6 +168,7 @@ def cmd_distill(a: argparse.Namespace) -> None:
     a.method = METHODS.get(a.method).name
     distiller = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
                                overrides=overrides)  # validates names before loading data
+    a.strategy_obj = _make_strategy(a)
     train, test = load_dataset(a.dataset, a.data_root, zca=a.zca or None, im_size=a.im_size)
     check_ipc(train, a.ipc)
     out = Path(a.out or f"runs/{a.dataset}-{a.method}-ipc{a.ipc}-s{a.seed}")
@@ -155,15 +194,19 @@ def _distill_run(a: argparse.Namespace, distiller: Any, train: Any, test: Any, o
     from datadistill.utils import atomic_write_text, peak_memory_mb, resolve_device
 
     device = resolve_device(a.device)
+    strategy = a.strategy_obj
     config = {"dataset": a.dataset, "method": a.method, "ipc": a.ipc, "preset": a.preset,
               "seed": a.seed, "device": str(device), "hyperparameters": distiller.config}
+    if strategy is not None:
+        config["strategy"] = {"name": strategy.name, "options": strategy.options}
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     log.info("distilling %s with %s at IPC %d (%s preset) into %s", a.dataset, a.method, a.ipc,
              a.preset, out)
     t0 = time.perf_counter()
-    synset = distiller.distill(train, a.ipc, seed=a.seed, device=device,
-                               checkpoint=out / "checkpoint.pt", resume=a.resume,
-                               progress=not a.quiet)
+    run = distiller.distill if strategy is None else (
+        lambda *args, **kw: strategy.run(distiller, *args, **kw))
+    synset = run(train, a.ipc, seed=a.seed, device=device, checkpoint=out / "checkpoint.pt",
+                 resume=a.resume, progress=not a.quiet)
     distill_s = time.perf_counter() - t0
     synset.save(out / "synset.pt")
     synset.save_grid(out / "grid.png")
