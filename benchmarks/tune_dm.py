@@ -1,0 +1,78 @@
+"""Choose the DM ``fast`` preset on a validation split (never on the test set).
+
+10,000 images are held out of the Fashion-MNIST training set (seeded permutation); each candidate
+distils the remaining 50,000 at equal wall-clock cost (the real-image pass dominates a DM step, so a
+candidate with half the real batch gets more iterations) and is evaluated on the held-out images
+with a shortened ``dsa`` protocol (``--epochs``, default 300) and 2 networks: a cheap proxy whose
+only job is to rank candidates. The chosen preset is then measured on the test set with the full
+protocol by ``run_all.py`` / ``bench_dm_curve.py``.
+
+    python benchmarks/tune_dm.py --ipc 10 \\
+        --candidate base:lr_img=1.0,batch_real=256:300 --candidate lr3:lr_img=3.0,batch_real=256:300
+
+A candidate is ``NAME:KEY=VALUE,...:STEPS``; results are cached in ``benchmarks/results/tune_dm/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from datadistill import load_dataset
+from datadistill.config import parse_override
+from datadistill.evaluate import evaluate, get_protocol
+from datadistill.methods import distill
+from datadistill.utils import Timer, atomic_write_text, make_generator
+
+OUT = Path(__file__).parent / "results" / "tune_dm"
+
+
+def validation_split(train, n_val: int, seed: int):
+    """(train minus n_val images, the n_val held-out images), by a seeded permutation."""
+    perm = torch.randperm(len(train.labels), generator=make_generator(seed))
+    return train.subset(perm[n_val:]), train.subset(perm[:n_val])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ipc", type=int, default=10)
+    ap.add_argument("--candidate", action="append", required=True, help="NAME:K=V,...:STEPS")
+    ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--num-eval", type=int, default=2)
+    ap.add_argument("--n-val", type=int, default=10000)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    train, _ = load_dataset("fashion-mnist")
+    fit, val = validation_split(train, a.n_val, a.seed)
+    val.split = "validation"
+    OUT.mkdir(parents=True, exist_ok=True)
+    proto = get_protocol("dsa").with_(epochs=a.epochs)
+    for spec in a.candidate:
+        name, kvs, steps = spec.split(":")
+        path = OUT / f"ipc{a.ipc}-{name}.json"
+        if path.exists():
+            print(path.read_text())
+            continue
+        overrides = dict(parse_override(kv) for kv in kvs.split(",") if kv)
+        with Timer() as t:
+            synset = distill("dm", fit, a.ipc, preset="fast", seed=a.seed, steps=int(steps),
+                             progress=False, **overrides)
+        res = evaluate(synset, proto, ["convnet"], a.num_eval, seed=0, train=fit, test=val,
+                       baseline=False, progress=False)
+        s = res.scores["convnet"]
+        row = {"name": name, "ipc": a.ipc, "overrides": overrides, "steps": int(steps),
+               "distill_seconds": round(t.seconds, 1), "val_accuracies": s.accuracies,
+               "val_mean": s.mean, "val_std": s.std, "epochs": a.epochs,
+               "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+               "command": f"python benchmarks/tune_dm.py --ipc {a.ipc} --candidate {spec} "
+                          f"--epochs {a.epochs} --num-eval {a.num_eval}"}
+        atomic_write_text(path, json.dumps(row, indent=2))
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
