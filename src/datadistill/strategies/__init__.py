@@ -60,3 +60,6 @@ class Strategy(ABC):
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 __all__ = ["STRATEGIES", "Strategy"]
+
+# Strategy modules register themselves on import (kept last: they import this module).
+from datadistill.strategies import sequential  # noqa: E402, F401
