@@ -205,7 +205,7 @@ def test_cli_dm_sequential_on_digits(tmp_path, capsys):
     code = main(["distill", "--dataset", "digits", "--method", "dm", "--strategy", "sequential",
                  "--segments", "2", "--ipc", "6", "--steps", "40", "--reg-weight", "1.0",
                  "--set", "batch_real=16", "--set", "net=convnet-w32", "--set", "compile=false",
-                 "--strategy-set", "probe_epochs=30", "--strategy-set", "drop_fraction=0.6",
+                 "--strategy-set", "probe_epochs=200", "--strategy-set", "drop_fraction=0.6",
                  "--models", "convnet-w32", "--epochs", "150", "--num-eval", "1", "--no-baseline",
                  "--no-compile", "--precision", "fp32", "--quiet", "--out", str(out)])
     text = capsys.readouterr().out
@@ -225,4 +225,5 @@ def test_cli_dm_sequential_on_digits(tmp_path, capsys):
     assert segs[0]["pool_hash"] != segs[1]["pool_hash"]
     assert segs[1]["reg_pool_size"] == segs[0]["dropped"]
     assert segs[0]["forgotten"] is None and isinstance(segs[1]["forgotten"], int)
+    assert min(r["probe_train_accuracy"] for r in segs) > 50.0  # the probe learned something
     assert not (out / "checkpoint.pt").exists()

@@ -69,8 +69,11 @@ def tsne_plot(real_feats: Tensor, real_labels: Tensor, syn_feats: Tensor, syn_la
     segs = syn_segments if syn_segments is not None else torch.zeros(len(syn_labels), dtype=torch.long)
     for s in segs.unique().tolist():
         m = (segs == s).numpy()
+        marker = MARKERS[int(s) % len(MARKERS)]
         ax.scatter(xy[n:][m, 0], xy[n:][m, 1], s=70, c=colour(syn_labels[torch.from_numpy(m)]),
-                   marker=MARKERS[int(s) % len(MARKERS)], edgecolors="black", linewidths=0.6,
+                   marker=marker, edgecolors="black", linewidths=0.6)
+        # a neutral legend entry: the marker shape is the segment, the colour the class
+        ax.scatter([], [], s=70, c="white", marker=marker, edgecolors="black",
                    label=f"segment {int(s) + 1}" if syn_segments is not None else "synthetic")
     ax.legend(loc="best", fontsize=8)
     ax.set_xticks([])
