@@ -30,6 +30,7 @@ from torch import Tensor
 
 from datadistill.augment import DSA, default_strategy
 from datadistill.data import RealDataset
+from datadistill.errors import ConfigError
 from datadistill.evaluate.train import autocast, build_network
 from datadistill.methods.base import (
     METHODS,
@@ -164,7 +165,7 @@ class DM(Distiller):
         steps = int(self.cfg("steps"))
         gen = make_generator(seed)
         syn_x, syn_y = init_synthetic(real, ipc, self.cfg("init"), gen)
-        initial = syn_x.clone()  # kept for the update-signal diagnostic (images - initial)
+        initial = syn_x.detach().clone().cpu()  # kept for the update-signal diagnostic (images - initial)
         syn_x = syn_x.to(device).requires_grad_(True)
         syn_y = syn_y.to(device)
         opt = torch.optim.SGD([syn_x], lr=float(self.cfg("lr_img")),
@@ -243,8 +244,6 @@ class _SegmentTerms:
     """The per-run pieces of a :class:`SegmentContext` on ``device`` (kept out of DM's loop)."""
 
     def __init__(self, ctx: SegmentContext, real: RealDataset, device: torch.device) -> None:
-        from datadistill.errors import ConfigError
-
         if ctx.frozen_images.shape[1:] != real.images.shape[1:]:
             raise ConfigError(f"segment {ctx.index}: frozen images {tuple(ctx.frozen_images.shape)} "
                               f"do not fit the real images {tuple(real.images.shape[1:])}")
@@ -266,6 +265,4 @@ class _SegmentTerms:
             try:
                 net.load_state_dict(self.state)
             except RuntimeError as e:
-                from datadistill.errors import ConfigError
-
                 raise ConfigError(f"the trained network state does not fit DM's net: {e}") from None
