@@ -19,7 +19,7 @@ from datadistill.analysis.metrics import (
 from datadistill.analysis.plots import segment_plot, tsne_plot
 from datadistill.data import RealDataset
 from datadistill.synthetic import SyntheticSet
-from datadistill.utils import atomic_write_text, resolve_device
+from datadistill.utils import atomic_write_text, make_generator, resolve_device
 
 
 def analyze(
@@ -92,9 +92,10 @@ def analyze(
         out = Path(out_dir)
         files: dict[str, str] = {}
         if tsne:
-            n_t = min(tsne_real, len(real_sub))
+            # a random subset: the sample is index-sorted and ImageFolder data is class-ordered
+            pick = torch.randperm(len(real_sub), generator=make_generator(seed + 1))[:tsne_real]
             files["tsne"] = str(tsne_plot(
-                f_real[:n_t], real_sub.labels[:n_t].cpu(), f_syn, y_syn.cpu(), out / "tsne.png",
+                f_real[pick], real_sub.labels.cpu()[pick], f_syn, y_syn.cpu(), out / "tsne.png",
                 syn_segments=seg_dec, class_names=train.class_names, seed=seed,
                 title=f"{result['dataset']} IPC {result['ipc']}: {result['method']}"
                       + (f" + {result['strategy']}" if result["strategy"] else "")))
