@@ -14,7 +14,9 @@ segment k classifies wrongly (EDD, section 1). Counted for every segment after t
 Decisions the drafts leave open (documented here and in the returned ``meta``):
 
 * Dropping is per class (each class keeps at least ``min_pool`` images, default
-  ``max(10, 2 * largest segment IPC)``), so class-balanced matching stays possible.
+  ``max(10, 2 * largest segment IPC)``), so class-balanced matching stays possible. Nothing is
+  dropped after the last segment; its probe only counts forgetting. The regulariser's pool is
+  every image dropped so far (the real set minus the current pool).
 * Compute: the base method's ``steps`` are split over the segments (segment k gets
   ``steps // K``, the first ``steps % K`` one more), so the number of image-update steps equals
   the base method's; the regulariser's extra forward pass and the probe trainings are extra.
