@@ -227,3 +227,11 @@ def test_cli_dm_sequential_on_digits(tmp_path, capsys):
     assert segs[0]["forgotten"] is None and isinstance(segs[1]["forgotten"], int)
     assert min(r["probe_train_accuracy"] for r in segs) > 50.0  # the probe learned something
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_cli_refuses_a_method_without_segments(tmp_path, capsys):
+    code = main(["distill", "--dataset", "digits", "--method", "herding", "--strategy",
+                 "sequential", "--segments", "2", "--ipc", "4", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot distil sequential segments" in err and "dm" in err
+    assert not (tmp_path / "r").exists()  # refused before anything is written

@@ -189,6 +189,8 @@ def cmd_distill(a: argparse.Namespace) -> None:
     distiller = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
                                overrides=overrides)  # validates names before loading data
     a.strategy_obj = _make_strategy(a)
+    if a.strategy_obj is not None:
+        a.strategy_obj.check(distiller)
     train, test = load_dataset(a.dataset, a.data_root, zca=a.zca or None, im_size=a.im_size)
     check_ipc(train, a.ipc)
     out = Path(a.out or f"runs/{a.dataset}-{a.method}-ipc{a.ipc}-s{a.seed}")

@@ -41,6 +41,11 @@ class Strategy(ABC):
             )
         self.options = {**self.defaults, **options}
 
+    def check(self, distiller: Any) -> None:
+        """Raise ConfigError when this strategy cannot wrap ``distiller`` (called before any
+        data is loaded or file written); the base accepts every method."""
+        return None
+
     @abstractmethod
     def run(
         self,

@@ -226,6 +226,10 @@ class Sequential(Strategy):
         _opt(o, "min_pool", int, 0, optional=True)
         _opt(o, "segment_steps", int, 1, optional=True)
 
+    def check(self, distiller: Any) -> None:
+        """ConfigError unless ``distiller`` supports segments (``supports_segments``)."""
+        check_segment_support(distiller)
+
     def run(
         self,
         distiller: Any,
