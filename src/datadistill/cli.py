@@ -1,4 +1,4 @@
-"""The ``datadistill`` command: ``list``, ``distill``, ``evaluate``, ``export``.
+"""The ``datadistill`` command: ``list``, ``distill``, ``evaluate``, ``export``, ``analyze``.
 
 Errors caused by bad input print one line that says what to do and exit with status 2 (no
 traceback); Ctrl-C exits with 130 and says how to resume.
@@ -64,7 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--imagefolder", default=None, help="write DIR/<class>/<i>.png")
     x.add_argument("--npz", default=None, help="write pixels, images and labels to this .npz")
     x.add_argument("--grid", default=None, help="write a PNG grid (one row per class)")
+    _analyze_args(sub)
     return p
+
+
+def _analyze_args(sub: Any) -> None:
+    z = sub.add_parser("analyze", help="diagnostics of synthetic sets: update-signal similarity, "
+                       "k-NN recall/coverage, t-SNE, per-segment statistics, accuracy vs IPC")
+    z.add_argument("paths", nargs="*", metavar="PATH", help="synset.pt files or run folders")
+    z.add_argument("--out", default=None,
+                   help="folder for analysis.json and PNGs (default: PATH's folder/analysis)")
+    z.add_argument("--features", default="random", choices=["random", "trained"],
+                   help="fixed feature space: a random or a briefly trained network")
+    z.add_argument("--feature-net", default="convnet")
+    z.add_argument("--feature-epochs", type=int, default=5, help="with --features trained")
+    z.add_argument("--k", type=int, default=5, help="k of the k-NN manifolds (ISA: 5)")
+    z.add_argument("--max-real", type=int, default=5000, help="real images compared (random)")
+    z.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--accuracy-json", default=None,
+                   help="also plot accuracy vs IPC from this JSON (see analysis.plots)")
+    _data_args(z)
 
 
 def _strategy_args(p: argparse.ArgumentParser) -> None:
@@ -169,6 +189,8 @@ def cmd_distill(a: argparse.Namespace) -> None:
     distiller = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
                                overrides=overrides)  # validates names before loading data
     a.strategy_obj = _make_strategy(a)
+    if a.strategy_obj is not None:
+        a.strategy_obj.check(distiller)
     train, test = load_dataset(a.dataset, a.data_root, zca=a.zca or None, im_size=a.im_size)
     check_ipc(train, a.ipc)
     out = Path(a.out or f"runs/{a.dataset}-{a.method}-ipc{a.ipc}-s{a.seed}")
@@ -255,8 +277,33 @@ def cmd_export(a: argparse.Namespace) -> None:
         print(f"wrote {synset.save_grid(a.grid)}")
 
 
+def cmd_analyze(a: argparse.Namespace) -> None:
+    from datadistill.analysis import (
+        accuracy_vs_ipc_plot,
+        analyze,
+        format_report,
+        load_accuracy_results,
+    )
+
+    if not a.paths and not a.accuracy_json:
+        raise ConfigError("nothing to analyse: pass synset.pt files / run folders and/or "
+                          "--accuracy-json FILE")
+    if a.k < 1 or a.max_real <= a.k or a.feature_epochs < 1:
+        raise ConfigError("--k must be >= 1, --max-real > --k and --feature-epochs >= 1")
+    for i, path in enumerate(a.paths):
+        out = None if a.out is None else Path(a.out) / (f"{i}" if len(a.paths) > 1 else "")
+        result = analyze(path, out_dir=out, features=a.features, net=a.feature_net,
+                         feature_epochs=a.feature_epochs, k=a.k, max_real=a.max_real,
+                         tsne=not a.no_tsne, seed=a.seed, device=a.device, data_root=a.data_root)
+        print(f"== {path}")
+        print(format_report(result))
+    if a.accuracy_json:
+        target = Path(a.out or Path(a.accuracy_json).parent) / "accuracy_vs_ipc.png"
+        print(f"accuracy vs IPC: {accuracy_vs_ipc_plot(load_accuracy_results(a.accuracy_json), target)}")
+
+
 COMMANDS = {"list": cmd_list, "distill": cmd_distill, "evaluate": cmd_evaluate,
-            "export": cmd_export}
+            "export": cmd_export, "analyze": cmd_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,9 @@ class SyntheticSet:
         lr: an optional learned learning rate (float).
         meta: JSON-serialisable metadata: method, config, seed, dataset, checksum, wall time,
             library versions.
+        initial: optional (M, C, H, W) float32, the images before optimisation (same shape as
+            ``images``); kept by image-optimising methods for the update-signal diagnostic
+            (``images - initial``, EDD Figure 1). Saved with the set when present.
 
     Raises:
         ArtifactError: wrong shapes or dtypes, labels out of range, NaN/Inf values.
@@ -63,6 +66,7 @@ class SyntheticSet:
         factor: int = 1,
         lr: float | None = None,
         meta: Mapping[str, Any] | None = None,
+        initial: Tensor | None = None,
     ) -> None:
         if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
             raise ArtifactError("images and labels must be torch tensors")
@@ -79,6 +83,7 @@ class SyntheticSet:
         self.factor = int(factor)
         self.lr = None if lr is None else float(lr)
         self.meta: dict[str, Any] = dict(meta or {})
+        self.initial = None if initial is None else initial.detach().float().cpu().contiguous()
         self.validate()
 
     # ------------------------------------------------------------------ properties
@@ -152,6 +157,13 @@ class SyntheticSet:
             )
         if y.is_floating_point() and not torch.isfinite(y).all():
             raise ArtifactError("soft labels contain NaN/Inf values")
+        if self.initial is not None and (
+            self.initial.shape != x.shape or not torch.isfinite(self.initial).all()
+        ):
+            raise ArtifactError(
+                f"initial images must be finite and shaped like the images {tuple(x.shape)}, got "
+                f"{tuple(self.initial.shape)}"
+            )
 
     # ------------------------------------------------------------------ decoding
     def decode(self, images: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -190,6 +202,7 @@ class SyntheticSet:
             "factor": self.factor,
             "lr": self.lr,
             "meta_json": json.dumps(self.meta, default=str),
+            **({} if self.initial is None else {"initial": self.initial}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -241,6 +254,7 @@ class SyntheticSet:
                 factor=d["factor"],
                 lr=d["lr"],
                 meta=json.loads(d["meta_json"]),
+                initial=d.get("initial"),
             )
         except DatadistillError as e:
             raise ArtifactError(f"{path}: {e}") from None

@@ -11,12 +11,19 @@ import torch
 from datadistill.config import resolve_config
 from datadistill.data import RealDataset
 from datadistill.methods import coreset, dm  # noqa: F401  (registers the methods)
-from datadistill.methods.base import METHODS, Checkpointer, Distiller, StepCallback, check_ipc
+from datadistill.methods.base import (
+    METHODS,
+    Checkpointer,
+    Distiller,
+    SegmentContext,
+    StepCallback,
+    check_ipc,
+)
 from datadistill.synthetic import SyntheticSet
 from datadistill.utils import resolve_device
 
-__all__ = ["METHODS", "Checkpointer", "Distiller", "StepCallback", "check_ipc", "distill",
-           "make_distiller"]
+__all__ = ["METHODS", "Checkpointer", "Distiller", "SegmentContext", "StepCallback", "check_ipc",
+           "distill", "make_distiller"]
 
 
 def make_distiller(method: str, *, dataset: str, ipc: int, preset: str = "fast",

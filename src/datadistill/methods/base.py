@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,6 +50,8 @@ class Distiller(ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: True when ``distill`` accepts ``segment=SegmentContext`` (sequential strategy).
+    supports_segments: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
@@ -70,6 +74,7 @@ class Distiller(ABC):
         resume: bool = False,
         progress: bool = True,
         callbacks: tuple[StepCallback, ...] = (),
+        segment: SegmentContext | None = None,
     ) -> SyntheticSet:
         """Distil ``real`` into ``ipc`` images per class.
 
@@ -81,6 +86,9 @@ class Distiller(ABC):
             checkpoint: file for periodic checkpoints; with ``resume`` a run continues from it.
             progress: show a tqdm bar with the loss and ETA.
             callbacks: called after each step (see :data:`StepCallback`).
+            segment: only for methods with ``supports_segments``: distil one segment of a
+                sequential synthetic set (see :class:`SegmentContext`); the result then holds
+                only the new segment. Others raise ConfigError when it is given.
         """
 
     def make_synset(self, images: torch.Tensor, labels: torch.Tensor, real: RealDataset, ipc: int,
@@ -104,6 +112,90 @@ class Distiller(ABC):
 
 
 METHODS: Registry[type[Distiller]] = Registry("method")
+
+
+@dataclass(frozen=True)
+class SegmentContext:
+    """What a base method needs to distil ONE segment of a sequentially built synthetic set
+    (the sequential difficulty-aligned segments of the ADS / EDD / DASM drafts; REFERENCE.md).
+
+    A method that supports segments (``Distiller.supports_segments``) receives it as
+    ``distill(pool, ipc_segment, segment=ctx)``: ``pool`` (the ``real`` argument) is the current
+    real pool, which the NEW segment's images are matched to; the method returns only the new
+    segment. The earlier segments stay frozen: they enter only the regulariser, which matches
+    the whole synthetic set so far (frozen + new) to a batch of the dropped (easy) real images,
+    with the same network and augmentation draw as the main loss, weighted by ``reg_weight``.
+
+    Attributes:
+        index: 0-based index of the segment being distilled.
+        frozen_images: (M, C, H, W) float32, the earlier segments in model-input space (M may
+            be 0), decoded training images (a method with a compact parameterisation passes
+            decoded images here).
+        frozen_labels: (M,) int64 in [0, K).
+        reg_pool: the real images dropped from the pool so far (a class may have none), or
+            None when nothing was dropped; the regulariser skips classes without any.
+        reg_weight: weight of the regulariser (>= 0; 0 switches it off exactly).
+        net_state: an optional ``state_dict`` of the network trained on the earlier segments
+            (the strategy's probe network, same architecture as the method's ``net``); matching
+            networks may start from it instead of a fresh random initialisation.
+        trained_net_fraction: in [0, 1], the fraction of matching steps that start from
+            ``net_state`` (drawn per step with the method's generator); the rest use the
+            method's usual fresh random network. Ignored when ``net_state`` is None.
+
+    Raises:
+        ConfigError: inconsistent shapes, a negative or non-finite weight, a fraction outside
+            [0, 1].
+    """
+
+    index: int
+    frozen_images: torch.Tensor
+    frozen_labels: torch.Tensor
+    reg_pool: RealDataset | None = None
+    reg_weight: float = 0.0
+    net_state: Mapping[str, torch.Tensor] | None = None
+    trained_net_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        x, y = self.frozen_images, self.frozen_labels
+        if x.dim() != 4 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise ConfigError(
+                f"segment {self.index}: frozen images must be (M, C, H, W) with labels (M,), got "
+                f"{tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if not (math.isfinite(self.reg_weight) and self.reg_weight >= 0):
+            raise ConfigError(f"reg_weight must be a finite number >= 0, got {self.reg_weight}")
+        if not 0.0 <= self.trained_net_fraction <= 1.0:
+            raise ConfigError(
+                f"trained_net_fraction must lie in [0, 1], got {self.trained_net_fraction}"
+            )
+
+    @property
+    def uses_regulariser(self) -> bool:
+        """True when the regulariser has weight, frozen images and dropped real images."""
+        return (self.reg_weight > 0 and self.frozen_images.shape[0] > 0
+                and self.reg_pool is not None and len(self.reg_pool) > 0)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this segment's run in a checkpoint (cheap summaries, not tensors)."""
+        return {
+            "segment": self.index,
+            "frozen": [int(self.frozen_images.shape[0]),
+                       round(float(self.frozen_images.double().sum()), 4)],
+            "reg_pool": None if self.reg_pool is None else self.reg_pool.checksum(),
+            "reg_weight": self.reg_weight,
+            "trained_net": self.net_state is not None,
+            "trained_net_fraction": self.trained_net_fraction,
+        }
+
+
+def check_segment_support(distiller: Distiller) -> None:
+    """Raise ConfigError unless ``distiller`` implements ``distill(..., segment=...)``."""
+    if not getattr(distiller, "supports_segments", False):
+        able = [n for n in METHODS.names() if getattr(METHODS.get(n), "supports_segments", False)]
+        raise ConfigError(
+            f"method {distiller.name} cannot distil sequential segments; use one of: "
+            f"{', '.join(able) or '(none)'}"
+        )
 
 
 class Checkpointer:

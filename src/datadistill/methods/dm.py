@@ -9,6 +9,14 @@ squared L2 distance; one SGD step (lr 1.0, momentum 0.5) updates the images.
 Difference from the original loop, not from the algorithm: all classes go through the network in
 ONE forward pass (the original loops over classes), with one DSA draw per class (the grouped
 siamese mode), and the real-image pass, which carries no gradient, may run in bf16 and compiled.
+
+Sequential segments (``segment=SegmentContext``, strategy ``sequential``): the new segment's
+images match the current real pool (the ``real`` argument) as above; the regulariser adds
+``reg_weight * sum_c ||mean emb(dropped_c) - mean emb(frozen_c + new_c)||^2`` over the classes
+with dropped images, computed in the same network with the same per-class DSA draw; with a
+trained network state, a fraction ``trained_net_fraction`` of the steps embeds with the network
+trained on the earlier segments instead of a fresh random one (DM's embedding of a random
+network is its core, so we mix rather than replace; see ``strategies/sequential.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ from torch import Tensor
 
 from datadistill.augment import DSA, default_strategy
 from datadistill.data import RealDataset
+from datadistill.errors import ConfigError
 from datadistill.evaluate.train import autocast, build_network
 from datadistill.methods.base import (
     METHODS,
     Checkpointer,
     Distiller,
+    SegmentContext,
     StepCallback,
     check_ipc,
     step_loop,
@@ -88,12 +98,50 @@ def dm_loss(emb_real: Tensor, emb_syn: Tensor, num_classes: int) -> Tensor:
     return ((mr - ms) ** 2).sum()
 
 
+def class_means(emb: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class sums of ``emb`` (N, D) by ``labels`` (N,) int64 in [0, K): (K, D) float32 sums
+    and (K,) float32 counts (classes may have any number of samples, including none)."""
+    sums = emb.new_zeros(num_classes, emb.shape[1]).index_add(0, labels, emb)
+    counts = torch.bincount(labels, minlength=num_classes).to(emb.dtype)
+    return sums, counts
+
+
+def sample_upto(real: RealDataset, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Up to ``n`` distinct random images of every class (all of a smaller class, none of an
+    empty one), class-major: (N, C, H, W) float32 and labels (N,) int64."""
+    idx = []
+    for pool in real.indices_by_class:
+        perm = torch.randperm(pool.numel(), generator=generator, device=generator.device)
+        idx.append(pool[perm[:n].to(pool.device)])
+    idx_t = torch.cat(idx)
+    return real.images[idx_t], real.labels[idx_t]
+
+
+def segment_reg_loss(emb_drop: Tensor, y_drop: Tensor, emb_frozen: Tensor, y_frozen: Tensor,
+                     emb_new: Tensor, y_new: Tensor, num_classes: int) -> Tensor:
+    """The sequential regulariser for DM: sum over classes with dropped images of
+    ||mean dropped embedding - mean embedding of the whole synthetic set so far||^2.
+
+    Args: embeddings (N_*, D) with labels (N_*,) int64; ``emb_frozen`` carries no gradient,
+    ``emb_new`` does. Returns a scalar (0 when no class has both dropped and synthetic images).
+    """
+    sd, nd = class_means(emb_drop, y_drop, num_classes)
+    sf, nf = class_means(emb_frozen, y_frozen, num_classes)
+    sn, nn_ = class_means(emb_new, y_new, num_classes)
+    ns = nf + nn_
+    keep = (nd > 0) & (ns > 0)
+    md = sd[keep] / nd[keep, None]
+    ms = (sf[keep] + sn[keep]) / ns[keep, None]
+    return ((md - ms) ** 2).sum()
+
+
 @METHODS.register("dm", help="Distribution Matching (Zhao & Bilen, WACV 2023)")
 class DM(Distiller):
     """Distribution Matching; hyperparameters in ``presets/dm.yaml``."""
 
     name = "dm"
     description = "Distribution Matching: match mean embeddings of random frozen ConvNets"
+    supports_segments = True
 
     def distill(
         self,
@@ -106,6 +154,7 @@ class DM(Distiller):
         resume: bool = False,
         progress: bool = True,
         callbacks: tuple[StepCallback, ...] = (),
+        segment: SegmentContext | None = None,
     ) -> SyntheticSet:
         check_ipc(real, ipc)
         t0 = time.perf_counter()
@@ -116,6 +165,7 @@ class DM(Distiller):
         steps = int(self.cfg("steps"))
         gen = make_generator(seed)
         syn_x, syn_y = init_synthetic(real, ipc, self.cfg("init"), gen)
+        initial = syn_x.detach().clone().cpu()  # kept for the update-signal diagnostic (images - initial)
         syn_x = syn_x.to(device).requires_grad_(True)
         syn_y = syn_y.to(device)
         opt = torch.optim.SGD([syn_x], lr=float(self.cfg("lr_img")),
@@ -132,6 +182,9 @@ class DM(Distiller):
                 if k not in ("steps", "compile", "checkpoint_every")}
         fingerprint = {"method": self.name, "dataset": real.checksum(), "ipc": ipc, "seed": seed,
                        "config": repr(sorted(same.items()))}
+        seg = _SegmentTerms(segment, real, device) if segment is not None else None
+        if seg is not None:
+            fingerprint["segment"] = repr(segment.fingerprint())
         start = 0
         saved = ckpt.load(fingerprint) if resume else None
         if saved is not None:
@@ -140,19 +193,33 @@ class DM(Distiller):
             opt.load_state_dict(saved["optimizer"])
             gen.set_state(saved["generator"])
             start = int(saved["step"])
+            initial = saved.get("initial", initial)
             t0 -= float(saved["wall"])  # wall time counts the interrupted part too
 
         def step(it: int) -> float:
             net = build_network(net_name, real.channels, k, real.im_size,
                                 int(torch.randint(2**31, (1,), generator=gen)), device)
+            if seg is not None:
+                seg.maybe_load_trained(net, gen)
             net.train()
             for p in net.parameters():
                 p.requires_grad_(False)
             xr, _ = real_dev.sample_balanced(batch_real, gen)
-            xr, xs = dsa.grouped((xr, syn_x), (real_labels, syn_y), k, gen)
-            emb_r = embed_real(net, xr)
-            emb_s = embed_syn(net, xs)
-            loss = dm_loss(emb_r, emb_s, k)
+            if seg is None or not seg.active:
+                xr, xs = dsa.grouped((xr, syn_x), (real_labels, syn_y), k, gen)
+                emb_r = embed_real(net, xr)
+                emb_s = embed_syn(net, xs)
+                loss = dm_loss(emb_r, emb_s, k)
+            else:  # same network, same per-class DSA draw for the regulariser's batches
+                xd, yd = sample_upto(seg.reg_pool, batch_real, gen)
+                xr, xs, xd, xf = dsa.grouped((xr, syn_x, xd, seg.frozen_x),
+                                             (real_labels, syn_y, yd, seg.frozen_y), k, gen)
+                emb_s = embed_syn(net, xs)
+                # one no-grad forward for the constant batches (real pool, dropped, frozen)
+                emb_r, emb_d, emb_f = embed_real(net, torch.cat((xr, xd, xf))).split(
+                    (len(xr), len(xd), len(xf)))
+                loss = dm_loss(emb_r, emb_s, k) + seg.weight * segment_reg_loss(
+                    emb_d, yd, emb_f, seg.frozen_y, emb_s, syn_y, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -160,13 +227,42 @@ class DM(Distiller):
 
         def synset() -> SyntheticSet:
             return self.make_synset(syn_x.detach(), syn_y, real, ipc, seed,
-                                    time.perf_counter() - t0)
+                                    time.perf_counter() - t0, initial=initial)
 
         def state(it: int) -> dict:
             return {"fingerprint": fingerprint, "step": it, "images": syn_x.detach().cpu(),
                     "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                    "initial": initial,
                     "wall": time.perf_counter() - t0}
 
         step_loop(steps, start, step, desc=f"dm ipc={ipc}", progress=progress, checkpointer=ckpt,
                   state_fn=state, callbacks=callbacks, synset_fn=synset)
         return synset()
+
+
+class _SegmentTerms:
+    """The per-run pieces of a :class:`SegmentContext` on ``device`` (kept out of DM's loop)."""
+
+    def __init__(self, ctx: SegmentContext, real: RealDataset, device: torch.device) -> None:
+        if ctx.frozen_images.shape[1:] != real.images.shape[1:]:
+            raise ConfigError(f"segment {ctx.index}: frozen images {tuple(ctx.frozen_images.shape)} "
+                              f"do not fit the real images {tuple(real.images.shape[1:])}")
+        self.active = ctx.uses_regulariser
+        self.weight = float(ctx.reg_weight)
+        self.frozen_x = ctx.frozen_images.to(device)
+        self.frozen_y = ctx.frozen_labels.to(device)
+        self.reg_pool = None
+        if ctx.reg_pool is not None:
+            self.reg_pool = ctx.reg_pool.to(device) if ctx.reg_pool.device != device else ctx.reg_pool
+        self.state = ctx.net_state
+        self.fraction = float(ctx.trained_net_fraction)
+
+    def maybe_load_trained(self, net: torch.nn.Module, gen: torch.Generator) -> None:
+        """With probability ``fraction`` (one draw from ``gen``) load the trained weights."""
+        if self.state is None or self.fraction == 0.0:
+            return
+        if float(torch.rand(1, generator=gen)) < self.fraction:
+            try:
+                net.load_state_dict(self.state)
+            except RuntimeError as e:
+                raise ConfigError(f"the trained network state does not fit DM's net: {e}") from None

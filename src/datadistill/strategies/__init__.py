@@ -41,6 +41,11 @@ class Strategy(ABC):
             )
         self.options = {**self.defaults, **options}
 
+    def check(self, distiller: Any) -> None:
+        """Raise ConfigError when this strategy cannot wrap ``distiller`` (called before any
+        data is loaded or file written); the base accepts every method."""
+        return None
+
     @abstractmethod
     def run(
         self,
@@ -60,3 +65,6 @@ class Strategy(ABC):
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 __all__ = ["STRATEGIES", "Strategy"]
+
+# Strategy modules register themselves on import (kept last: they import this module).
+from datadistill.strategies import sequential  # noqa: E402, F401
