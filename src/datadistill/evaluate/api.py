@@ -144,6 +144,15 @@ def resolve_splits(
     return train, test
 
 
+def _method_label(meta: dict) -> str:
+    """``dm``, or ``dm+sequential`` for a set made by a strategy wrapping ``dm``."""
+    label = str(meta.get("method", "synthetic"))
+    strategy = meta.get("strategy")
+    if isinstance(strategy, dict) and strategy.get("name"):
+        label += f"+{strategy['name']}"
+    return label
+
+
 def evaluate(
     synset: SyntheticSet,
     protocol: str | Protocol = "dsa",
@@ -227,7 +236,7 @@ def evaluate(
         protocol=proto.to_dict(),
         dataset=test.name,
         ipc=synset.ipc,
-        method=str(synset.meta.get("method", "synthetic")),
+        method=_method_label(synset.meta),
         scores=results["scores"],
         baseline=results["baseline"] if baseline else None,
         wall_seconds=total.seconds,
