@@ -145,6 +145,11 @@ def freeze_bn_statistics(net: nn.Module, x_real: Tensor) -> None:
             m.eval()
 
 
+def _at_least_fp32(t: Tensor) -> Tensor:
+    """bf16 autocast outputs -> float32; float32 / float64 unchanged."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def per_class_gradients(net: nn.Module, x: Tensor, classes: Tensor, *, create_graph: bool,
                         vectorize: bool = True, precision: str = "fp32") -> list[Tensor]:
     """Gradient of each class's mean cross-entropy w.r.t. every parameter of ``net``.
@@ -174,7 +179,7 @@ def per_class_gradients(net: nn.Module, x: Tensor, classes: Tensor, *, create_gr
         def class_loss(p: dict[str, Tensor], xc: Tensor, yc: Tensor) -> Tensor:
             with autocast(xc.device, precision):
                 out = functional_call(net, (p, buffers), (xc,))
-            return F.cross_entropy(out.float(), yc)
+            return F.cross_entropy(_at_least_fp32(out), yc)
 
         grads = vmap(grad(class_loss), in_dims=(None, 0, 0))(params, x, targets)
         out = [grads[name] for name in names]
@@ -184,7 +189,7 @@ def per_class_gradients(net: nn.Module, x: Tensor, classes: Tensor, *, create_gr
     for c in range(k):
         with autocast(x.device, precision):
             logits = net(x[c])
-        loss = F.cross_entropy(logits.float(), targets[c])
+        loss = F.cross_entropy(_at_least_fp32(logits), targets[c])
         g = torch.autograd.grad(loss, params_list, create_graph=create_graph)
         per_class.append(g if create_graph else tuple(t.detach() for t in g))
     return [torch.stack([pc[i] for pc in per_class]) for i in range(len(names))]

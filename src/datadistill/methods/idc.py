@@ -116,6 +116,14 @@ def init_pixels(real: RealDataset, ipc: int, factor: int, init: str,
     raise ConfigError(f"init must be 'mix', 'random' or 'noise', got {init!r}")
 
 
+def model_input(pixels: Tensor, mean: Tensor, std: Tensor, factor: int) -> Tensor:
+    """Stored pixels ``(M, C, H, W)`` in [0, 1] -> the decoded model-input images
+    ``(M * f^2, C, H, W)``: ``multi_formation_decode((pixels - mean) / std, f)`` with ``mean`` /
+    ``std`` of shape ``(1, C, 1, 1)``. ``SyntheticSet(images=(pixels - mean) / std,
+    parameterization="multi-formation").decode()`` computes exactly the same tensor."""
+    return multi_formation_decode((pixels - mean) / std, factor)
+
+
 def subsample_per_class(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
     """``(K, m, ...)`` -> ``(K, min(m, n), ...)``: a random subset per class (IDC's
     ``batch_syn_max`` sub-sampling); unchanged when m <= n."""
@@ -207,10 +215,6 @@ class IDC(Distiller):
             start = int(saved["step"])
             t0 -= float(saved["wall"])
 
-        def model_input(p: Tensor) -> Tensor:
-            """Stored pixels -> the decoded model-input images (what SyntheticSet.decode gives)."""
-            return multi_formation_decode((p - mean) / std, f)
-
         def train_net_on_real(net: torch.nn.Module, opt_net: torch.optim.Optimizer) -> None:
             """One pass over ``n_data`` random real images (IDC's ``train_epoch(n_data=...)``)."""
             n_batches = math.ceil(n_data / net_batch)
@@ -243,7 +247,7 @@ class IDC(Distiller):
             total = 0.0
             for _ in range(inner):
                 xr, _ = real_dev.sample_balanced(batch_real, gen)
-                xs = model_input(pix).view(k, dec_per_class, c, h, w)
+                xs = model_input(pix, mean, std, f).view(k, dec_per_class, c, h, w)
                 xs = subsample_per_class(xs, m, gen).reshape(k * m, c, h, w)
                 xr, xs = match_aug.grouped((xr, xs), (real_groups, syn_groups), k, gen)
                 loss = gradient_match_loss(
