@@ -249,7 +249,8 @@ def test_cli_idc_run(tmp_path):
     out = tmp_path / "run"
     rc = main(["distill", "--dataset", "digits", "--method", "idc", "--ipc", "2", "--steps", "3",
                "--num-eval", "1", "--epochs", "20", "--protocol", "idc", "--out", str(out),
-               "--quiet", "--no-compile", "--set", "inner_loop=2", "--set", "n_data=64"])
+               "--quiet", "--no-compile", "--set", "inner_loop=2", "--set", "n_data=64",
+               "--set", "batch_real=8", "--set", "net=convnet-w32"])
     assert rc == 0
     s = SyntheticSet.load(out / "synset.pt")
     assert s.meta["method"] == "idc" and len(s) == 80
