@@ -123,7 +123,7 @@ def _make_strategy(a: argparse.Namespace) -> Any:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", default="dsa", help="dc or dsa (see `datadistill list`)")
+    p.add_argument("--protocol", default="dsa", help="dc, dsa or idc (see `datadistill list`)")
     p.add_argument("--models", type=_csv, default=["convnet"], help="comma-separated networks")
     p.add_argument("--num-eval", type=int, default=5, help="networks per architecture")
     p.add_argument("--eval-seed", type=int, default=0)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from datadistill.augment import default_strategy
 from datadistill.data import Preprocessing, RealDataset, load_dataset
 from datadistill.errors import ConfigError
 from datadistill.evaluate.protocols import Protocol, get_protocol
@@ -207,7 +206,9 @@ def evaluate(
         use_compile = steps_per_model * num_eval * len(models) >= 2000
     else:
         use_compile = bool(compile)
-    strategy = default_strategy(synset.meta.get("dataset") or test.name)
+    data_name = synset.meta.get("dataset") or test.name
+    proto = proto.for_dataset(data_name)  # e.g. IDC: no CutMix on MNIST
+    strategy = proto.strategy_for(data_name)
     runs: list[tuple[str, str, torch.Tensor, torch.Tensor, float | None]] = [
         ("scores", m, images, labels, synset.lr) for m in models
     ]

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from datadistill.augment import DSA, cutmix
+from datadistill.augment import DSA, ComposedDSA, cutmix
 from datadistill.data import RealDataset
 from datadistill.errors import ConfigError
 from datadistill.evaluate.protocols import Protocol
@@ -109,7 +109,11 @@ def train_network(
     opt = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=protocol.momentum,
                           weight_decay=protocol.weight_decay)
     gen = make_generator(seed + 7919)
-    dsa = DSA(dsa_strategy) if protocol.augment == "dsa" else None
+    dsa: DSA | ComposedDSA | None = None
+    if protocol.augment == "dsa":
+        dsa = DSA(dsa_strategy)
+    elif protocol.augment == "composed":
+        dsa = ComposedDSA(dsa_strategy)
     loss_fn = loss_function(device, precision, compile)
     current = protocol.lr
     for epoch in range(protocol.epochs):

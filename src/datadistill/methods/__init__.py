@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ import torch
 
 from datadistill.config import resolve_config
 from datadistill.data import RealDataset
-from datadistill.methods import coreset, dm  # noqa: F401  (registers the methods)
+from datadistill.errors import ConfigError
+from datadistill.methods import coreset, dm, gm, idc  # noqa: F401  (registers the methods)
 from datadistill.methods.base import (
     METHODS,
     Checkpointer,
@@ -46,6 +48,8 @@ def distill(
     resume: bool = False,
     progress: bool = True,
     callbacks: tuple[StepCallback, ...] = (),
+    frozen_images: torch.Tensor | None = None,
+    frozen_labels: torch.Tensor | None = None,
     **overrides: Any,
 ) -> SyntheticSet:
     """Distil ``real`` with ``method`` into ``ipc`` images per class.
@@ -57,6 +61,9 @@ def distill(
         preset: ``"paper"`` (published hyperparameters) or ``"fast"`` (CPU-sized).
         seed: fixes every random draw; the same seed gives the same synthetic set.
         steps: overrides the preset's number of iterations.
+        frozen_images, frozen_labels: optional synthetic images ``(F, C, H, W)`` (model-input
+            space) and labels ``(F,)`` of earlier segments, kept fixed; only methods whose
+            ``distill`` takes them (dc, dsa, idc) accept them, others raise ConfigError.
         overrides: any other hyperparameter of the preset (unknown keys raise ConfigError).
 
     Raises:
@@ -65,6 +72,11 @@ def distill(
     if steps is not None:
         overrides["steps"] = int(steps)
     d = make_distiller(method, dataset=real.name, ipc=ipc, preset=preset, overrides=overrides)
+    extra: dict[str, Any] = {}
+    if frozen_images is not None or frozen_labels is not None:
+        if "frozen_images" not in inspect.signature(d.distill).parameters:
+            raise ConfigError(f"method {d.name} does not take frozen synthetic images")
+        extra = {"frozen_images": frozen_images, "frozen_labels": frozen_labels}
     return d.distill(real, ipc, seed=seed, device=resolve_device(device),
                      checkpoint=None if checkpoint is None else Path(checkpoint), resume=resume,
-                     progress=progress, callbacks=callbacks)
+                     progress=progress, callbacks=callbacks, **extra)
