@@ -111,6 +111,13 @@ class SyntheticSet:
         counts = torch.bincount(self.hard_labels, minlength=self.num_classes)
         return int(counts.min()) * self.factor**2
 
+    @property
+    def stored_ipc(self) -> int:
+        """Stored images per class: the storage budget the field calls IPC (IDC's IPC 10 with
+        factor 2 stores 10 images per class and decodes 40); equals :attr:`ipc` for plain sets."""
+        counts = torch.bincount(self.hard_labels, minlength=self.num_classes)
+        return int(counts.min())
+
     def __len__(self) -> int:
         return self.images.shape[0] * self.factor**2
 

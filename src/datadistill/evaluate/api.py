@@ -216,7 +216,9 @@ def evaluate(
         from datadistill.methods.coreset import random_subset
 
         assert train is not None
-        bx, by = random_subset(train, synset.ipc, seed)
+        # the baseline gets the same storage budget (IDC's multi-formation decodes f^2 images from
+        # each stored one; the papers compare at equal stored IPC)
+        bx, by = random_subset(train, synset.stored_ipc, seed)
         runs += [("baseline", m, bx, by, None) for m in models]
     results: dict[str, dict[str, ModelScores]] = {"scores": {}, "baseline": {}}
     test_dev = test.to(dev)
@@ -236,7 +238,7 @@ def evaluate(
     return EvalResult(
         protocol=proto.to_dict(),
         dataset=test.name,
-        ipc=synset.ipc,
+        ipc=synset.stored_ipc,
         method=_method_label(synset.meta),
         scores=results["scores"],
         baseline=results["baseline"] if baseline else None,
