@@ -295,7 +295,9 @@ def test_cli_idc_sequential_on_digits(tmp_path, capsys):
     s = SyntheticSet.load(out)
     # the stored (compact) images of both segments, class-major; each decodes to f^2 = 4 images
     assert s.parameterization == "multi-formation" and s.factor == 2
-    assert s.images.shape == (20, 1, 8, 8) and len(s) == 80 and s.initial is None
+    assert s.images.shape == (20, 1, 8, 8) and len(s) == 80
+    assert s.initial is not None and s.initial.shape == s.images.shape
+    assert not torch.equal(s.initial, s.images)  # the stored pixels moved
     assert s.labels.tolist() == torch.arange(10).repeat_interleave(2).tolist()
     assert s.meta["segment"] == [0, 1] * 10
     segs = s.meta["sequential"]["segments"]

@@ -363,6 +363,7 @@ class GradientMatching(Distiller):
         precision = self.cfg("precision")
         gen = make_generator(seed)
         syn_x, syn_y = init_synthetic(real, ipc, self.cfg("init"), gen)
+        initial = syn_x.detach().clone().cpu()  # for the update-signal diagnostic (images - initial)
         syn_x = syn_x.to(device).requires_grad_(True)
         syn_y = syn_y.to(device)
         opt = torch.optim.SGD([syn_x], lr=float(self.cfg("lr_img")),
@@ -389,6 +390,7 @@ class GradientMatching(Distiller):
             opt.load_state_dict(saved["optimizer"])
             gen.set_state(saved["generator"])
             start = int(saved["step"])
+            initial = saved.get("initial", initial)
             t0 -= float(saved["wall"])
 
         def step(it: int) -> float:
@@ -440,12 +442,13 @@ class GradientMatching(Distiller):
         def synset() -> SyntheticSet:
             return self.make_synset(syn_x.detach(), syn_y, real, ipc, seed,
                                     time.perf_counter() - t0,
-                                    extra={"outer_loop": outer, "inner_loop": inner})
+                                    extra={"outer_loop": outer, "inner_loop": inner},
+                                    initial=initial)
 
         def state(it: int) -> dict:
             return {"fingerprint": fingerprint, "step": it, "images": syn_x.detach().cpu(),
                     "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                    "wall": time.perf_counter() - t0}
+                    "initial": initial, "wall": time.perf_counter() - t0}
 
         step_loop(steps, start, step, desc=f"{self.name} ipc={ipc}", progress=progress,
                   checkpointer=ckpt, state_fn=state, callbacks=callbacks, synset_fn=synset)

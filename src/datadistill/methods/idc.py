@@ -209,6 +209,8 @@ class IDC(Distiller):
         syn_y = syn_y.to(device)
         mean = torch.tensor(prep.mean, device=device).view(1, c, 1, 1)
         std = torch.tensor(prep.std, device=device).view(1, c, 1, 1)
+        # stored form (normalised pixels) of the init, for the update-signal diagnostic
+        initial = ((pix.detach() - mean) / std).cpu()
         opt = torch.optim.SGD([pix], lr=lr, momentum=float(self.cfg("momentum")))
         match_aug = ComposedDSA(self.cfg("match_aug"))
         net_aug = ComposedDSA(self.cfg("net_aug"))
@@ -238,6 +240,7 @@ class IDC(Distiller):
             opt.load_state_dict(saved["optimizer"])
             gen.set_state(saved["generator"])
             start = int(saved["step"])
+            initial = saved.get("initial", initial)
             t0 -= float(saved["wall"])
 
         def train_net_on_real(net: torch.nn.Module, opt_net: torch.optim.Optimizer) -> None:
@@ -309,12 +312,12 @@ class IDC(Distiller):
                                     extra={"lr_img_scaled": lr, "stored_ipc": ipc,
                                            "decoded_ipc": dec_per_class},
                                     parameterization="multi-formation" if f > 1 else "plain",
-                                    factor=f)
+                                    factor=f, initial=initial)
 
         def state(it: int) -> dict:
             return {"fingerprint": fingerprint, "step": it, "pixels": pix.detach().cpu(),
                     "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                    "wall": time.perf_counter() - t0}
+                    "initial": initial, "wall": time.perf_counter() - t0}
 
         step_loop(steps, start, step, desc=f"idc ipc={ipc}", progress=progress, checkpointer=ckpt,
                   state_fn=state, callbacks=callbacks, synset_fn=synset)

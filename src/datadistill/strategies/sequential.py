@@ -306,7 +306,7 @@ class Sequential(Strategy):
             dx, dy = syn.decode()
             st["images"].append(syn.images)
             st["labels"].append(syn.labels)
-            st["initial"].append(syn.initial)  # None for methods without one (idc)
+            st["initial"].append(syn.initial)  # None for a method that keeps no initial images
             st["decoded_x"].append(dx)
             st["decoded_y"].append(dy)
             st["param"] = list(param)
