@@ -11,7 +11,7 @@ from datadistill.augment import ComposedDSA
 from datadistill.errors import ConfigError
 from datadistill.evaluate import evaluate, get_protocol
 from datadistill.evaluate.train import build_network
-from datadistill.methods import distill
+from datadistill.methods import SegmentContext, distill
 from datadistill.methods.gm import (
     get_loops,
     gradient_match_loss,
@@ -196,10 +196,13 @@ def test_dc_dsa_change_images_and_are_deterministic(digits, method):
     assert not torch.equal(s1.images, init.images)
     assert s1.images.shape == (20, 1, 8, 8) and torch.isfinite(s1.images).all()
     fx, fy = s1.images[:10], s1.labels[:10]  # frozen images of an earlier segment
-    s3 = distill(method, train, 2, steps=1, frozen_images=fx, frozen_labels=fy, **kw)
-    assert s3.images.shape == (20, 1, 8, 8)
+    s3 = distill(method, train, 2, steps=1, segment=SegmentContext(1, fx, fy), **kw)
+    assert s3.images.shape == (20, 1, 8, 8)  # only the new segment comes back
+    assert not torch.equal(s3.images, distill(method, train, 2, steps=1, **kw).images)  # net trains on fx
     with pytest.raises(ConfigError):
-        distill(method, train, 2, steps=1, frozen_images=fx[:, :, :4], frozen_labels=fy, **kw)
+        distill(method, train, 2, steps=1, segment=SegmentContext(1, fx[:, :, :4], fy), **kw)
+    with pytest.raises(ConfigError, match="cannot distil sequential segments"):
+        distill("random", train, 2, segment=SegmentContext(1, fx, fy), progress=False)
 
 
 def test_idc_changes_images_saves_loads_evaluates(digits, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,6 @@ import torch
 
 from datadistill.config import resolve_config
 from datadistill.data import RealDataset
-from datadistill.errors import ConfigError
 from datadistill.methods import coreset, dm, gm, idc  # noqa: F401  (registers the methods)
 from datadistill.methods.base import (
     METHODS,
@@ -20,6 +18,7 @@ from datadistill.methods.base import (
     SegmentContext,
     StepCallback,
     check_ipc,
+    check_segment_support,
 )
 from datadistill.synthetic import SyntheticSet
 from datadistill.utils import resolve_device
@@ -48,8 +47,7 @@ def distill(
     resume: bool = False,
     progress: bool = True,
     callbacks: tuple[StepCallback, ...] = (),
-    frozen_images: torch.Tensor | None = None,
-    frozen_labels: torch.Tensor | None = None,
+    segment: SegmentContext | None = None,
     **overrides: Any,
 ) -> SyntheticSet:
     """Distil ``real`` with ``method`` into ``ipc`` images per class.
@@ -61,22 +59,23 @@ def distill(
         preset: ``"paper"`` (published hyperparameters) or ``"fast"`` (CPU-sized).
         seed: fixes every random draw; the same seed gives the same synthetic set.
         steps: overrides the preset's number of iterations.
-        frozen_images, frozen_labels: optional synthetic images ``(F, C, H, W)`` (model-input
-            space) and labels ``(F,)`` of earlier segments, kept fixed; only methods whose
-            ``distill`` takes them (dc, dsa, idc) accept them, others raise ConfigError.
+        segment: distil one segment of a sequential synthetic set (frozen earlier segments,
+            dropped real images, regulariser weight, trained network state; see
+            :class:`SegmentContext`); the result then holds only the new segment. Only methods
+            with ``supports_segments`` (dm, dc, dsa, idc) accept it, others raise ConfigError.
         overrides: any other hyperparameter of the preset (unknown keys raise ConfigError).
 
     Raises:
-        UnknownNameError, ConfigError: bad method, preset, IPC or hyperparameter.
+        UnknownNameError, ConfigError: bad method, preset, IPC or hyperparameter; a segment for a
+            method without segment support.
     """
     if steps is not None:
         overrides["steps"] = int(steps)
     d = make_distiller(method, dataset=real.name, ipc=ipc, preset=preset, overrides=overrides)
     extra: dict[str, Any] = {}
-    if frozen_images is not None or frozen_labels is not None:
-        if "frozen_images" not in inspect.signature(d.distill).parameters:
-            raise ConfigError(f"method {d.name} does not take frozen synthetic images")
-        extra = {"frozen_images": frozen_images, "frozen_labels": frozen_labels}
+    if segment is not None:
+        check_segment_support(d)
+        extra["segment"] = segment  # methods without segment support do not take the argument
     return d.distill(real, ipc, seed=seed, device=resolve_device(device),
                      checkpoint=None if checkpoint is None else Path(checkpoint), resume=resume,
                      progress=progress, callbacks=callbacks, **extra)

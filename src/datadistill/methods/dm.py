@@ -182,7 +182,7 @@ class DM(Distiller):
                 if k not in ("steps", "compile", "checkpoint_every")}
         fingerprint = {"method": self.name, "dataset": real.checksum(), "ipc": ipc, "seed": seed,
                        "config": repr(sorted(same.items()))}
-        seg = _SegmentTerms(segment, real, device) if segment is not None else None
+        seg = SegmentTerms(segment, real, device) if segment is not None else None
         if seg is not None:
             fingerprint["segment"] = repr(segment.fingerprint())
         start = 0
@@ -240,16 +240,26 @@ class DM(Distiller):
         return synset()
 
 
-class _SegmentTerms:
-    """The per-run pieces of a :class:`SegmentContext` on ``device`` (kept out of DM's loop)."""
+class SegmentTerms:
+    """The per-run pieces of a :class:`SegmentContext` on ``device`` (kept out of the methods'
+    loops; shared by dm, dc, dsa and idc).
+
+    Raises:
+        ConfigError: frozen images that do not fit the real images' shape, or frozen labels
+            outside [0, K).
+    """
 
     def __init__(self, ctx: SegmentContext, real: RealDataset, device: torch.device) -> None:
         if ctx.frozen_images.shape[1:] != real.images.shape[1:]:
             raise ConfigError(f"segment {ctx.index}: frozen images {tuple(ctx.frozen_images.shape)} "
                               f"do not fit the real images {tuple(real.images.shape[1:])}")
+        y = ctx.frozen_labels
+        if y.numel() and (y.dtype != torch.long or int(y.min()) < 0 or int(y.max()) >= real.num_classes):
+            raise ConfigError(f"segment {ctx.index}: frozen labels must be int64 in "
+                              f"[0, {real.num_classes})")
         self.active = ctx.uses_regulariser
         self.weight = float(ctx.reg_weight)
-        self.frozen_x = ctx.frozen_images.to(device)
+        self.frozen_x = ctx.frozen_images.detach().float().to(device)
         self.frozen_y = ctx.frozen_labels.to(device)
         self.reg_pool = None
         if ctx.reg_pool is not None:
@@ -265,4 +275,4 @@ class _SegmentTerms:
             try:
                 net.load_state_dict(self.state)
             except RuntimeError as e:
-                raise ConfigError(f"the trained network state does not fit DM's net: {e}") from None
+                raise ConfigError(f"the trained network state does not fit the method's net: {e}") from None

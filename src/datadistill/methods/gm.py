@@ -20,7 +20,17 @@ The module is split so that strategies can reuse the objective without the loop:
 * :func:`match_distance` - the distances of DC (rows, 1 - cosine), and IDC (L1, MSE);
 * :func:`gradient_match_loss` - the per-step matching OBJECTIVE of a network, a real batch per
   class and a synthetic batch per class;
+* :func:`segment_match_loss` - the sequential strategy's regulariser (classes with different
+  image counts);
 * :class:`GradientMatching` - the LOOP (networks, batches, augmentation, optimisers).
+
+Sequential segments (``segment=SegmentContext``, strategy ``sequential``): the new segment's
+images match the current real pool (the ``real`` argument) as above; the network trained between
+outer steps trains on the frozen earlier segments plus the new images; the regulariser adds
+``reg_weight * gradient_match_loss(net, dropped real images of c, frozen + new images of c)``
+summed over the classes with dropped images, with the same network and the same per-class DSA
+draw as the main loss; with a trained network state, a fraction ``trained_net_fraction`` of the
+iterations' networks start from it instead of a fresh random initialisation.
 """
 
 from __future__ import annotations
@@ -41,11 +51,12 @@ from datadistill.methods.base import (
     METHODS,
     Checkpointer,
     Distiller,
+    SegmentContext,
     StepCallback,
     check_ipc,
     step_loop,
 )
-from datadistill.methods.dm import init_synthetic
+from datadistill.methods.dm import SegmentTerms, init_synthetic, sample_upto
 from datadistill.synthetic import SyntheticSet
 from datadistill.utils import make_generator, resolve_device
 
@@ -225,23 +236,55 @@ def gradient_match_loss(net: nn.Module, x_real: Tensor, x_syn: Tensor, classes: 
     return match_distance(g_real, g_syn, metric, conv_only=conv_only, batched=True)
 
 
-def check_frozen(frozen_images: Tensor | None, frozen_labels: Tensor | None,
-                 real: RealDataset) -> tuple[Tensor, Tensor]:
-    """Validate optional frozen synthetic images (earlier segments, model-input space):
-    ``(F, C, H, W)`` float with labels ``(F,)`` int64 in [0, K). Returns empty tensors for None.
+def segment_match_loss(net: nn.Module, x_drop: Tensor, y_drop: Tensor, x_syn: Tensor, y_syn: Tensor,
+                       num_classes: int, *, metric: str = "cos", conv_only: bool = False,
+                       vectorize: bool = True, real_precision: str = "fp32") -> Tensor:
+    """The sequential regulariser for gradient matching: the sum, over the classes that have
+    both dropped real and synthetic images, of :func:`gradient_match_loss` between the dropped
+    images of the class and ALL its synthetic images so far (frozen + new).
 
-    Raises ConfigError for mismatched shapes or labels out of range."""
-    if frozen_images is None and frozen_labels is None:
-        return torch.zeros(0, *real.image_shape), torch.zeros(0, dtype=torch.long)
-    if frozen_images is None or frozen_labels is None:
-        raise ConfigError("frozen_images and frozen_labels must be given together")
-    x, y = frozen_images.detach().float().cpu(), frozen_labels.detach().cpu()
-    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(real.image_shape) or y.shape != (x.shape[0],):
-        raise ConfigError(f"frozen images must be (F, {', '.join(map(str, real.image_shape))}) with "
-                          f"labels (F,), got {tuple(x.shape)} and {tuple(y.shape)}")
-    if y.numel() and (y.dtype != torch.long or int(y.min()) < 0 or int(y.max()) >= real.num_classes):
-        raise ConfigError(f"frozen labels must be int64 in [0, {real.num_classes})")
-    return x, y
+    Classes may hold different numbers of images (the dropped pool is uneven); classes with the
+    same (dropped, synthetic) counts share one vmapped call, so the usual balanced case is a
+    single call.
+
+    Args:
+        net: the matching network.
+        x_drop: (N_d, C, H, W) dropped real images (constant), labels ``y_drop`` (N_d,) int64.
+        x_syn: (N_s, C, H, W) synthetic images (frozen + new; the new ones usually require
+            grad), labels ``y_syn`` (N_s,) int64.
+        num_classes: K; labels lie in [0, K).
+        metric, conv_only, vectorize, real_precision: as in :func:`gradient_match_loss`.
+
+    Returns:
+        0-d float32 loss (0 when no class has both kinds of images), differentiable w.r.t.
+        ``x_syn``.
+    """
+    nd = torch.bincount(y_drop, minlength=num_classes).tolist()
+    ns = torch.bincount(y_syn, minlength=num_classes).tolist()
+    groups: dict[tuple[int, int], list[int]] = {}
+    for c in range(num_classes):
+        if nd[c] > 0 and ns[c] > 0:
+            groups.setdefault((nd[c], ns[c]), []).append(c)
+    total = x_syn.new_zeros((), dtype=torch.float32)
+    for cs in groups.values():
+        xd = torch.stack([x_drop[y_drop == c] for c in cs])
+        xs = torch.stack([x_syn[y_syn == c] for c in cs])
+        total = total + gradient_match_loss(
+            net, xd, xs, torch.tensor(cs, device=x_syn.device), metric=metric,
+            conv_only=conv_only, vectorize=vectorize, real_precision=real_precision)
+    return total
+
+
+def upto_per_class(labels: Tensor, n: int, num_classes: int, generator: torch.Generator) -> Tensor:
+    """Indices (class-major, int64 on ``labels``' device) of at most ``n`` random samples of every
+    class in ``labels`` (N,) int64; a class with at most ``n`` keeps all of its samples in order."""
+    out = []
+    for c in range(num_classes):
+        idx = (labels == c).nonzero().squeeze(1)
+        if idx.numel() > n:
+            idx = idx[torch.randperm(idx.numel(), generator=generator)[:n].to(idx.device)]
+        out.append(idx)
+    return torch.cat(out)
 
 
 def train_on_batches(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
@@ -270,14 +313,15 @@ def train_on_batches(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: T
 class GradientMatching(Distiller):
     """DC / DSA gradient matching; hyperparameters in ``presets/dc.yaml`` / ``presets/dsa.yaml``.
 
-    ``distill`` also accepts ``frozen_images`` / ``frozen_labels``: synthetic images of earlier
-    segments (model-input space) that are not optimised but belong to the synthetic set the
-    network is trained on between outer steps.
+    Supports sequential segments (``segment=SegmentContext``; see the module docstring): the
+    frozen earlier segments are not optimised but belong to the synthetic set the network trains
+    on between outer steps and to the regulariser's synthetic side.
     """
 
     name = "dc"
     description = "Dataset Condensation with gradient matching (Zhao et al., ICLR 2021)"
     use_dsa = False
+    supports_segments = True
 
     def distill(
         self,
@@ -290,16 +334,25 @@ class GradientMatching(Distiller):
         resume: bool = False,
         progress: bool = True,
         callbacks: tuple[StepCallback, ...] = (),
-        frozen_images: Tensor | None = None,
-        frozen_labels: Tensor | None = None,
+        segment: SegmentContext | None = None,
     ) -> SyntheticSet:
+        """See :meth:`Distiller.distill`. Returns only the new images (``ipc`` per class).
+
+        Raises:
+            ConfigError: bad IPC or hyperparameters; a segment whose frozen images or network
+                state do not fit ``real`` / ``net``.
+        """
         check_ipc(real, ipc)
         t0 = time.perf_counter()
         device = resolve_device(device)
         real_dev = real.to(device) if real.device != device else real
         k = real.num_classes
-        fx, fy = check_frozen(frozen_images, frozen_labels, real)
-        fx, fy = fx.to(device), fy.to(device)
+        seg = SegmentTerms(segment, real, device) if segment is not None else None
+        if seg is not None:
+            fx, fy = seg.frozen_x, seg.frozen_y
+        else:
+            fx = torch.zeros(0, *real.image_shape, device=device)
+            fy = torch.zeros(0, dtype=torch.long, device=device)
         batch_real = min(int(self.cfg("batch_real")), int(real.class_counts().min()))
         outer, inner = get_loops(ipc)
         outer = int(self.config.get("outer_loop") or outer)
@@ -310,6 +363,7 @@ class GradientMatching(Distiller):
         precision = self.cfg("precision")
         gen = make_generator(seed)
         syn_x, syn_y = init_synthetic(real, ipc, self.cfg("init"), gen)
+        initial = syn_x.detach().clone().cpu()  # for the update-signal diagnostic (images - initial)
         syn_x = syn_x.to(device).requires_grad_(True)
         syn_y = syn_y.to(device)
         opt = torch.optim.SGD([syn_x], lr=float(self.cfg("lr_img")),
@@ -325,8 +379,9 @@ class GradientMatching(Distiller):
         same = {kk: v for kk, v in self.config.items()
                 if kk not in ("steps", "checkpoint_every", "vectorize")}
         fingerprint = {"method": self.name, "dataset": real.checksum(), "ipc": ipc, "seed": seed,
-                       "config": repr(sorted(same.items())),
-                       "frozen": [int(fx.shape[0]), round(float(fx.double().sum()), 4)]}
+                       "config": repr(sorted(same.items()))}
+        if segment is not None:
+            fingerprint["segment"] = repr(segment.fingerprint())
         start = 0
         saved = ckpt.load(fingerprint) if resume else None
         if saved is not None:
@@ -335,26 +390,42 @@ class GradientMatching(Distiller):
             opt.load_state_dict(saved["optimizer"])
             gen.set_state(saved["generator"])
             start = int(saved["step"])
+            initial = saved.get("initial", initial)
             t0 -= float(saved["wall"])
 
         def step(it: int) -> float:
             net = build_network(net_name, real.channels, k, real.im_size,
                                 int(torch.randint(2**31, (1,), generator=gen)), device)
+            if seg is not None:
+                seg.maybe_load_trained(net, gen)
             net.train()
             opt_net = torch.optim.SGD(net.parameters(), lr=float(self.cfg("lr_net")),
                                       momentum=float(self.cfg("net_momentum")))
             bn = has_batchnorm(net)
+            # inactive (weight 0 / nothing dropped / nothing frozen): no extra random draws, so
+            # the run equals the one without the regulariser exactly
+            reg = seg if seg is not None and seg.active else None
             total = 0.0
             for ol in range(outer):
                 if bn:
                     freeze_bn_statistics(net, real_dev.sample_balanced(bn_batch, gen)[0])
                 xr, _ = real_dev.sample_balanced(batch_real, gen)
                 xs = syn_x
-                if dsa is not None:  # one siamese draw per class
+                if reg is not None:  # active implies a non-empty reg_pool
+                    xd, yd = sample_upto(reg.reg_pool, batch_real, gen)
+                    xf = fx
+                    if dsa is not None:  # the regulariser's batches share class c's draw
+                        xr, xs, xd, xf = dsa.grouped((xr, xs, xd, xf), (real_labels, syn_y, yd, fy),
+                                                     k, gen)
+                elif dsa is not None:  # one siamese draw per class
                     xr, xs = dsa.grouped((xr, xs), (real_labels, syn_y), k, gen)
                 loss = gradient_match_loss(
                     net, xr.view(k, batch_real, *xr.shape[1:]), xs.view(k, ipc, *xs.shape[1:]),
                     classes, metric=metric, vectorize=vectorize, real_precision=precision)
+                if reg is not None:
+                    loss = loss + reg.weight * segment_match_loss(
+                        net, xd, yd, torch.cat((xf, xs)), torch.cat((fy, syn_y)), k, metric=metric,
+                        vectorize=vectorize, real_precision=precision)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -371,12 +442,13 @@ class GradientMatching(Distiller):
         def synset() -> SyntheticSet:
             return self.make_synset(syn_x.detach(), syn_y, real, ipc, seed,
                                     time.perf_counter() - t0,
-                                    extra={"outer_loop": outer, "inner_loop": inner})
+                                    extra={"outer_loop": outer, "inner_loop": inner},
+                                    initial=initial)
 
         def state(it: int) -> dict:
             return {"fingerprint": fingerprint, "step": it, "images": syn_x.detach().cpu(),
                     "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                    "wall": time.perf_counter() - t0}
+                    "initial": initial, "wall": time.perf_counter() - t0}
 
         step_loop(steps, start, step, desc=f"{self.name} ipc={ipc}", progress=progress,
                   checkpointer=ckpt, state_fn=state, callbacks=callbacks, synset_fn=synset)

@@ -30,6 +30,16 @@ per class on the single image tensor; here the per-class losses are summed and o
 (each class's images only receive their class's gradient either way; the original's extra
 momentum moves of the other classes are not replicated). All classes' gradients are computed in
 one ``vmap`` call (:func:`datadistill.methods.gm.gradient_match_loss`).
+
+Sequential segments (``segment=SegmentContext``, strategy ``sequential``): the new segment's
+stored pixels match the current real pool (the ``real`` argument), and the networks train on
+that pool; the regulariser adds ``reg_weight * matchloss(net, dropped real images of c, decoded
+frozen + decoded new images of c)`` summed over the classes with dropped images (IDC's distance
+on the convolution weights, the synthetic side capped at ``batch_syn_max`` per class, the same
+network and per-class augmentation draw as the main loss). With a trained network state, a
+fraction ``trained_net_fraction`` of the outer iterations' networks start from it (then train
+on real data as usual) instead of a fresh random initialisation. The frozen images arrive
+DECODED (model-input space); the returned set holds only the new segment's stored images.
 """
 
 from __future__ import annotations
@@ -50,11 +60,13 @@ from datadistill.methods.base import (
     METHODS,
     Checkpointer,
     Distiller,
+    SegmentContext,
     StepCallback,
     check_ipc,
     step_loop,
 )
-from datadistill.methods.gm import check_frozen, gradient_match_loss
+from datadistill.methods.dm import SegmentTerms, sample_upto
+from datadistill.methods.gm import gradient_match_loss, segment_match_loss, upto_per_class
 from datadistill.synthetic import SyntheticSet, multi_formation_decode
 from datadistill.utils import make_generator, resolve_device
 
@@ -138,13 +150,13 @@ def subsample_per_class(x: Tensor, n: int, generator: torch.Generator) -> Tensor
 class IDC(Distiller):
     """IDC; hyperparameters in ``presets/idc.yaml``.
 
-    ``distill`` accepts ``frozen_images`` / ``frozen_labels`` (earlier segments, decoded, model-input
-    space) and validates them; IDC's matching networks train on REAL data, so they do not enter
-    its loop (a strategy adds its own terms through :func:`gradient_match_loss`).
+    Supports sequential segments (see the module docstring): IDC's matching networks train on
+    REAL data, so the frozen (decoded) earlier segments enter only the regulariser.
     """
 
     name = "idc"
     description = "Multi-formation parameterisation + gradient matching on networks trained on real data"
+    supports_segments = True
 
     def distill(
         self,
@@ -157,11 +169,17 @@ class IDC(Distiller):
         resume: bool = False,
         progress: bool = True,
         callbacks: tuple[StepCallback, ...] = (),
-        frozen_images: Tensor | None = None,
-        frozen_labels: Tensor | None = None,
+        segment: SegmentContext | None = None,
     ) -> SyntheticSet:
+        """See :meth:`Distiller.distill`. Returns the new stored images (``ipc`` per class,
+        multi-formation when ``factor`` > 1).
+
+        Raises:
+            ConfigError: bad IPC or hyperparameters, ZCA, a factor that does not divide the image
+                size, too few real images for the mixed init, a segment whose frozen images or
+                network state do not fit ``real`` / ``net``.
+        """
         check_ipc(real, ipc)
-        check_frozen(frozen_images, frozen_labels, real)
         prep = real.preprocessing
         if prep.zca is not None:
             raise ConfigError("idc stores pixels and does not support ZCA whitening: run without --zca")
@@ -191,6 +209,8 @@ class IDC(Distiller):
         syn_y = syn_y.to(device)
         mean = torch.tensor(prep.mean, device=device).view(1, c, 1, 1)
         std = torch.tensor(prep.std, device=device).view(1, c, 1, 1)
+        # stored form (normalised pixels) of the init, for the update-signal diagnostic
+        initial = ((pix.detach() - mean) / std).cpu()
         opt = torch.optim.SGD([pix], lr=lr, momentum=float(self.cfg("momentum")))
         match_aug = ComposedDSA(self.cfg("match_aug"))
         net_aug = ComposedDSA(self.cfg("net_aug"))
@@ -199,12 +219,19 @@ class IDC(Distiller):
         m = min(dec_per_class, syn_max)
         real_groups = classes.repeat_interleave(batch_real)
         syn_groups = classes.repeat_interleave(m)
+        dec_y = syn_y.repeat_interleave(f * f)  # labels of the decoded images, as decode() repeats
+        seg = SegmentTerms(segment, real, device) if segment is not None else None
+        # inactive (weight 0 / nothing dropped / nothing frozen): no extra random draws, so the
+        # run equals the one without the regulariser exactly
+        reg = seg if seg is not None and seg.active else None
 
         ckpt = Checkpointer(checkpoint, self.cfg("checkpoint_every"))
         same = {kk: v for kk, v in self.config.items()
                 if kk not in ("steps", "checkpoint_every", "vectorize")}
         fingerprint = {"method": self.name, "dataset": real.checksum(), "ipc": ipc, "seed": seed,
                        "config": repr(sorted(same.items()))}
+        if segment is not None:
+            fingerprint["segment"] = repr(segment.fingerprint())
         start = 0
         saved = ckpt.load(fingerprint) if resume else None
         if saved is not None:
@@ -213,6 +240,7 @@ class IDC(Distiller):
             opt.load_state_dict(saved["optimizer"])
             gen.set_state(saved["generator"])
             start = int(saved["step"])
+            initial = saved.get("initial", initial)
             t0 -= float(saved["wall"])
 
         def train_net_on_real(net: torch.nn.Module, opt_net: torch.optim.Optimizer) -> None:
@@ -238,6 +266,8 @@ class IDC(Distiller):
         def step(it: int) -> float:
             net = build_network(net_name, c, k, (h, w),
                                 int(torch.randint(2**31, (1,), generator=gen)), device)
+            if seg is not None:
+                seg.maybe_load_trained(net, gen)
             net.train()
             opt_net = torch.optim.SGD(net.parameters(), lr=float(self.cfg("lr_net")),
                                       momentum=float(self.cfg("net_momentum")),
@@ -247,12 +277,26 @@ class IDC(Distiller):
             total = 0.0
             for _ in range(inner):
                 xr, _ = real_dev.sample_balanced(batch_real, gen)
-                xs = model_input(pix, mean, std, f).view(k, dec_per_class, c, h, w)
-                xs = subsample_per_class(xs, m, gen).reshape(k * m, c, h, w)
-                xr, xs = match_aug.grouped((xr, xs), (real_groups, syn_groups), k, gen)
+                dec = model_input(pix, mean, std, f)
+                xs = subsample_per_class(dec.view(k, dec_per_class, c, h, w), m, gen)
+                xs = xs.reshape(k * m, c, h, w)
+                if reg is None:
+                    xr, xs = match_aug.grouped((xr, xs), (real_groups, syn_groups), k, gen)
+                else:  # active implies a non-empty reg_pool
+                    xd, yd = sample_upto(reg.reg_pool, batch_real, gen)
+                    # the whole decoded set so far (frozen + new), at most batch_syn_max per class
+                    xa, ya = torch.cat((reg.frozen_x, dec)), torch.cat((reg.frozen_y, dec_y))
+                    keep = upto_per_class(ya, syn_max, k, gen)
+                    xa, ya = xa[keep], ya[keep]
+                    xr, xs, xd, xa = match_aug.grouped((xr, xs, xd, xa),
+                                                       (real_groups, syn_groups, yd, ya), k, gen)
                 loss = gradient_match_loss(
                     net, xr.view(k, batch_real, c, h, w), xs.view(k, m, c, h, w), classes,
                     metric=metric, conv_only=True, vectorize=vectorize, real_precision=precision)
+                if reg is not None:
+                    loss = loss + reg.weight * segment_match_loss(
+                        net, xd, yd, xa, ya, k, metric=metric, conv_only=True, vectorize=vectorize,
+                        real_precision=precision)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -268,12 +312,12 @@ class IDC(Distiller):
                                     extra={"lr_img_scaled": lr, "stored_ipc": ipc,
                                            "decoded_ipc": dec_per_class},
                                     parameterization="multi-formation" if f > 1 else "plain",
-                                    factor=f)
+                                    factor=f, initial=initial)
 
         def state(it: int) -> dict:
             return {"fingerprint": fingerprint, "step": it, "pixels": pix.detach().cpu(),
                     "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                    "wall": time.perf_counter() - t0}
+                    "initial": initial, "wall": time.perf_counter() - t0}
 
         step_loop(steps, start, step, desc=f"idc ipc={ipc}", progress=progress, checkpointer=ckpt,
                   state_fn=state, callbacks=callbacks, synset_fn=synset)

@@ -306,7 +306,7 @@ class Sequential(Strategy):
             dx, dy = syn.decode()
             st["images"].append(syn.images)
             st["labels"].append(syn.labels)
-            st["initial"].append(syn.initial if syn.initial is not None else syn.images)
+            st["initial"].append(syn.initial)  # None for a method that keeps no initial images
             st["decoded_x"].append(dx)
             st["decoded_y"].append(dy)
             st["param"] = list(param)
@@ -350,9 +350,13 @@ class Sequential(Strategy):
 
     def _assemble(self, distiller: Any, real: RealDataset, ipc: int, seed: int, st: dict[str, Any],
                   records: list[dict[str, Any]], wall: float) -> SyntheticSet:
-        """Concatenate the segments class-major (within a class, segment order)."""
+        """Concatenate the segments class-major (within a class, segment order). Compact
+        parameterisations (idc's multi-formation) concatenate the STORED images; the result
+        decodes on use like a single run's set (decoding is per stored image)."""
         images, labels = torch.cat(st["images"]), torch.cat(st["labels"])
-        initial = torch.cat(st["initial"])
+        # the initial images only when every segment has them (else a copy of the result would
+        # pretend a zero update signal)
+        initial = (None if any(x is None for x in st["initial"]) else torch.cat(st["initial"]))
         seg = torch.cat([torch.full((len(x),), i, dtype=torch.long)
                          for i, x in enumerate(st["images"])])
         hard = labels.argmax(1) if labels.dim() == 2 else labels
@@ -367,7 +371,8 @@ class Sequential(Strategy):
         }
         return distiller.make_synset(images[order], labels[order], real, ipc, seed, wall,
                                      extra=extra, parameterization=parameterization,
-                                     factor=int(factor), initial=initial[order])
+                                     factor=int(factor),
+                                     initial=None if initial is None else initial[order])
 
 
 __all__ = ["Sequential", "count_forgetting", "probe_predictions", "segment_plan", "select_dropped",
