@@ -10,7 +10,7 @@ import torch
 
 from datadistill.config import resolve_config
 from datadistill.data import RealDataset
-from datadistill.methods import coreset, dm  # noqa: F401  (registers the methods)
+from datadistill.methods import coreset, dm, frepo  # noqa: F401  (registers the methods)
 from datadistill.methods.base import METHODS, Checkpointer, Distiller, StepCallback, check_ipc
 from datadistill.synthetic import SyntheticSet
 from datadistill.utils import resolve_device

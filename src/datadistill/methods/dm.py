@@ -94,6 +94,7 @@ class DM(Distiller):
 
     name = "dm"
     description = "Distribution Matching: match mean embeddings of random frozen ConvNets"
+    supports_sample_policy = True  # sample_policy.matching_loss (strategies/isa.py)
 
     def distill(
         self,
@@ -152,7 +153,8 @@ class DM(Distiller):
             xr, xs = dsa.grouped((xr, syn_x), (real_labels, syn_y), k, gen)
             emb_r = embed_real(net, xr)
             emb_s = embed_syn(net, xs)
-            loss = dm_loss(emb_r, emb_s, k)
+            policy = self.sample_policy  # set by a strategy, e.g. isa; None: the plain loss
+            loss = dm_loss(emb_r, emb_s, k) if policy is None else policy.matching_loss(emb_r, emb_s, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

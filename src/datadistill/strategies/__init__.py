@@ -60,3 +60,5 @@ class Strategy(ABC):
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 __all__ = ["STRATEGIES", "Strategy"]
+
+from datadistill.strategies import isa  # noqa: E402,F401  (registers the isa strategy)
