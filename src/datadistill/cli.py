@@ -123,11 +123,20 @@ def _make_strategy(a: argparse.Namespace) -> Any:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", default="dsa", help="dc, dsa or idc (see `datadistill list`)")
-    p.add_argument("--models", type=_csv, default=["convnet"], help="comma-separated networks")
+    p.add_argument("--protocol", default=None,
+                   help="dc, dsa, idc, frepo, frepo-krr (see `datadistill list`; default: the "
+                        "method's: dsa for most, idc for idc, frepo for frepo)")
+    p.add_argument("--models", type=_csv, default=None,
+                   help="comma-separated networks (default: the protocol's, convnet; "
+                        "frepo-convnet for the frepo protocols)")
     p.add_argument("--num-eval", type=int, default=5, help="networks per architecture")
     p.add_argument("--eval-seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
+    p.add_argument("--eval-steps", type=int, default=None,
+                   help="override the optimizer steps of a step-based protocol (frepo)")
+    p.add_argument("--krr", action="store_true",
+                   help="predict the test set by kernel ridge regression on the trained "
+                        "networks' features (FRePo's KRR predictor)")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-subset baseline")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--no-compile", action="store_true", help="do not torch.compile")
@@ -162,12 +171,33 @@ def cmd_list(_: argparse.Namespace) -> None:
     print("networks:\n  " + ", ".join(NETWORKS.names()))
 
 
-def _evaluate(synset: Any, a: argparse.Namespace, train: Any, test: Any) -> Any:
-    from datadistill.evaluate import evaluate, get_protocol
+def _protocol(a: argparse.Namespace, method: str | None) -> Any:
+    """The protocol of --protocol (default: the method's) with --epochs/--eval-steps/--krr."""
+    from datadistill.evaluate import get_protocol
+    from datadistill.methods import METHODS
 
-    proto = get_protocol(a.protocol)
+    name = a.protocol
+    if name is None:
+        name = METHODS.get(method).default_protocol if method in METHODS else "dsa"
+    proto = get_protocol(name)
     if a.epochs is not None:
         proto = proto.with_(epochs=a.epochs)
+    if a.eval_steps is not None:
+        if not proto.step_based:
+            raise ConfigError(f"--eval-steps applies to step-based protocols (frepo); protocol "
+                              f"{proto.name} counts epochs: use --epochs")
+        if a.eval_steps < 1:
+            raise ConfigError("--eval-steps must be >= 1")
+        proto = proto.with_(steps=a.eval_steps)
+    if a.krr and proto.predictor != "krr":
+        proto = proto.with_(predictor="krr", name=f"{proto.name}-krr")
+    return proto
+
+
+def _evaluate(synset: Any, a: argparse.Namespace, train: Any, test: Any) -> Any:
+    from datadistill.evaluate import evaluate
+
+    proto = _protocol(a, synset.meta.get("method"))
     return evaluate(synset, proto, a.models, a.num_eval, a.eval_seed, train=train, test=test,
                     baseline=not a.no_baseline, device=a.device, precision=a.precision,
                     compile=False if a.no_compile else "auto", data_root=a.data_root,
@@ -191,7 +221,10 @@ def cmd_distill(a: argparse.Namespace) -> None:
     a.strategy_obj = _make_strategy(a)
     if a.strategy_obj is not None:
         a.strategy_obj.check(distiller)
-    train, test = load_dataset(a.dataset, a.data_root, zca=a.zca or None, im_size=a.im_size)
+    if not a.no_eval:
+        _protocol(a, a.method)  # validates the evaluation flags before the long distillation
+    zca = True if a.zca or distiller.config.get("zca") else None  # e.g. frepo on colour data
+    train, test = load_dataset(a.dataset, a.data_root, zca=zca, im_size=a.im_size)
     check_ipc(train, a.ipc)
     out = Path(a.out or f"runs/{a.dataset}-{a.method}-ipc{a.ipc}-s{a.seed}")
     if (out / "synset.pt").exists():

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from datadistill.data import Preprocessing, RealDataset, load_dataset
 from datadistill.errors import ConfigError
+from datadistill.evaluate.frepo_train import frepo_strategy
 from datadistill.evaluate.protocols import Protocol, get_protocol
 from datadistill.evaluate.train import train_and_test
 from datadistill.models import NETWORKS
@@ -155,7 +156,7 @@ def _method_label(meta: dict) -> str:
 def evaluate(
     synset: SyntheticSet,
     protocol: str | Protocol = "dsa",
-    models: Sequence[str] = ("convnet",),
+    models: Sequence[str] | None = None,
     num_eval: int = 5,
     seed: int = 0,
     *,
@@ -172,8 +173,10 @@ def evaluate(
 
     Args:
         synset: the synthetic set.
-        protocol: a registered protocol name (``"dc"``, ``"dsa"``) or a :class:`Protocol`.
-        models: network names; several give the cross-architecture table.
+        protocol: a registered protocol name (``"dc"``, ``"dsa"``, ``"frepo"``, ``"frepo-krr"``)
+            or a :class:`Protocol`.
+        models: network names; several give the cross-architecture table (default: the
+            protocol's network, ``convnet``, or ``frepo-convnet`` for the frepo protocols).
         num_eval: networks per architecture (>= 1; report at least 5).
         seed: network i is initialised and trained with seed ``seed + i``; the random-subset
             baseline uses the same seeds and the subset drawn with ``seed``.
@@ -192,6 +195,8 @@ def evaluate(
         that does not fit the synthetic set.
     """
     proto = get_protocol(protocol)
+    if models is None:
+        models = (proto.model,)
     if not models:
         raise ConfigError("models must name at least one network, e.g. convnet")
     for m in models:
@@ -201,14 +206,21 @@ def evaluate(
     dev = resolve_device(device)
     train, test = resolve_splits(synset, train, test, baseline, data_root)
     images, labels = synset.decode()
-    steps_per_model = proto.epochs * -(-images.shape[0] // proto.batch_size)
+    if proto.loss == "ce" and labels.dim() == 2 and bool((labels < 0).any()):
+        raise ConfigError(
+            f"the synthetic set's labels are regression targets with negative entries (made by "
+            f"{synset.meta.get('method', 'a regression method')}), not class probabilities: "
+            "evaluate it with an MSE protocol, e.g. --protocol frepo"
+        )
+    steps_per_model = proto.train_steps(images.shape[0])
     if compile == "auto":
         use_compile = steps_per_model * num_eval * len(models) >= 2000
     else:
         use_compile = bool(compile)
     data_name = synset.meta.get("dataset") or test.name
     proto = proto.for_dataset(data_name)  # e.g. IDC: no CutMix on MNIST
-    strategy = proto.strategy_for(data_name)
+    strategy = (frepo_strategy(data_name) if proto.augment == "frepo"
+                else proto.strategy_for(data_name))
     runs: list[tuple[str, str, torch.Tensor, torch.Tensor, float | None]] = [
         ("scores", m, images, labels, synset.lr) for m in models
     ]

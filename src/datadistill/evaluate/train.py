@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from datadistill.augment import DSA, ComposedDSA, cutmix
+from datadistill.augment import cutmix
 from datadistill.data import RealDataset
 from datadistill.errors import ConfigError
 from datadistill.evaluate.protocols import Protocol
@@ -100,7 +100,15 @@ def train_network(
 
     ``seed`` fixes the initialisation, the batch order and the augmentation draws. ``lr``
     overrides the protocol's learning rate (a learned lr stored in the synthetic set).
+    Step-based protocols (FRePo's) are trained by
+    :func:`datadistill.evaluate.frepo_train.train_network_steps`.
     """
+    from datadistill.evaluate.frepo_train import make_augment, train_network_steps
+
+    if protocol.step_based:
+        return train_network_steps(model_name, images, labels, num_classes, protocol, seed=seed,
+                                   dsa_strategy=dsa_strategy, device=device, precision=precision,
+                                   compile=compile, lr=lr)
     images, labels = images.to(device), labels.to(device)
     n, c, h, w = images.shape
     net = build_network(model_name, c, num_classes, (h, w), seed, device)
@@ -109,11 +117,7 @@ def train_network(
     opt = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=protocol.momentum,
                           weight_decay=protocol.weight_decay)
     gen = make_generator(seed + 7919)
-    dsa: DSA | ComposedDSA | None = None
-    if protocol.augment == "dsa":
-        dsa = DSA(dsa_strategy)
-    elif protocol.augment == "composed":
-        dsa = ComposedDSA(dsa_strategy)
+    dsa = make_augment(protocol, dsa_strategy)
     loss_fn = loss_function(device, precision, compile)
     current = protocol.lr
     for epoch in range(protocol.epochs):
@@ -153,11 +157,22 @@ def train_and_test(
     compile: bool = True,
     lr: float | None = None,
 ) -> tuple[float, float]:
-    """Train (see :func:`train_network`) then test: (last-epoch accuracy %, wall seconds)."""
+    """Train (see :func:`train_network`) then test: (last-epoch accuracy %, wall seconds).
+
+    With ``protocol.predictor == "krr"`` the test set is predicted by kernel ridge regression on
+    the trained network's features (:func:`datadistill.evaluate.krr.krr_accuracy`; the support
+    set includes the flipped images when the augmentation flips).
+    """
     with Timer() as t:
         net = train_network(model_name, images, labels, test.num_classes, protocol, seed=seed,
                             dsa_strategy=dsa_strategy, device=device, precision=precision,
                             compile=compile, lr=lr)
-        acc = test_accuracy(net, test.to(device) if test.device != device else test,
-                            precision=precision)
+        test = test.to(device) if test.device != device else test
+        if protocol.predictor == "krr":
+            from datadistill.evaluate.krr import krr_accuracy
+
+            flip = protocol.augment != "none" and "flip" in dsa_strategy.split("_")
+            acc = krr_accuracy(net, images, labels, test, flip=flip)
+        else:
+            acc = test_accuracy(net, test, precision=precision)
     return acc, t.seconds

@@ -10,7 +10,7 @@ import torch
 
 from datadistill.config import resolve_config
 from datadistill.data import RealDataset
-from datadistill.methods import coreset, dm, gm, idc  # noqa: F401  (registers the methods)
+from datadistill.methods import coreset, dm, frepo, gm, idc  # noqa: F401  (registers the methods)
 from datadistill.methods.base import (
     METHODS,
     Checkpointer,

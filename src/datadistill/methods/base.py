@@ -46,12 +46,22 @@ class Distiller(ABC):
 
     Subclasses set ``name`` and ``description`` and receive their resolved config (a dict of the
     preset's hyperparameters with user overrides) in ``__init__``.
+
+    ``sample_policy``: a hook that a strategy may set (e.g. crucial-sample selection + ISA,
+    :mod:`datadistill.strategies.isa`) and that a method whose class sets
+    ``supports_sample_policy`` calls in its per-step objective instead of its plain loss; ``None``
+    (the default) is the plain loss. ``default_protocol``: the evaluation protocol that fits the
+    method's output (e.g. ``frepo`` for learned regression labels).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     #: True when ``distill`` accepts ``segment=SegmentContext`` (sequential strategy).
     supports_segments: ClassVar[bool] = False
+    #: True when ``distill`` honours ``sample_policy`` (crucial-sample selection / ISA).
+    supports_sample_policy: ClassVar[bool] = False
+    default_protocol: ClassVar[str] = "dsa"
+    sample_policy: Any = None
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)

@@ -142,6 +142,7 @@ class DM(Distiller):
     name = "dm"
     description = "Distribution Matching: match mean embeddings of random frozen ConvNets"
     supports_segments = True
+    supports_sample_policy = True  # sample_policy.matching_loss (strategies/isa.py)
 
     def distill(
         self,
@@ -205,11 +206,13 @@ class DM(Distiller):
             for p in net.parameters():
                 p.requires_grad_(False)
             xr, _ = real_dev.sample_balanced(batch_real, gen)
+            policy = self.sample_policy  # set by a strategy, e.g. isa; None: the plain loss
+            match = dm_loss if policy is None else policy.matching_loss
             if seg is None or not seg.active:
                 xr, xs = dsa.grouped((xr, syn_x), (real_labels, syn_y), k, gen)
                 emb_r = embed_real(net, xr)
                 emb_s = embed_syn(net, xs)
-                loss = dm_loss(emb_r, emb_s, k)
+                loss = match(emb_r, emb_s, k)
             else:  # same network, same per-class DSA draw for the regulariser's batches
                 xd, yd = sample_upto(seg.reg_pool, batch_real, gen)
                 xr, xs, xd, xf = dsa.grouped((xr, syn_x, xd, seg.frozen_x),
@@ -218,7 +221,7 @@ class DM(Distiller):
                 # one no-grad forward for the constant batches (real pool, dropped, frozen)
                 emb_r, emb_d, emb_f = embed_real(net, torch.cat((xr, xd, xf))).split(
                     (len(xr), len(xd), len(xf)))
-                loss = dm_loss(emb_r, emb_s, k) + seg.weight * segment_reg_loss(
+                loss = match(emb_r, emb_s, k) + seg.weight * segment_reg_loss(
                     emb_d, yd, emb_f, seg.frozen_y, emb_s, syn_y, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -154,6 +154,8 @@ class IDC(Distiller):
     REAL data, so the frozen (decoded) earlier segments enter only the regulariser.
     """
 
+    default_protocol = "idc"
+
     name = "idc"
     description = "Multi-formation parameterisation + gradient matching on networks trained on real data"
     supports_segments = True

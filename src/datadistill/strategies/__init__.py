@@ -67,4 +67,4 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 __all__ = ["STRATEGIES", "Strategy"]
 
 # Strategy modules register themselves on import (kept last: they import this module).
-from datadistill.strategies import sequential  # noqa: E402, F401
+from datadistill.strategies import isa, sequential  # noqa: E402, F401

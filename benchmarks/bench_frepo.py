@@ -1,0 +1,96 @@
+"""FRePo (optionally with crucial-sample selection + ISA) on Fashion-MNIST: distil with a preset,
+then evaluate under the ``frepo`` protocol (and optionally the KRR predictor), next to a random
+real subset under the same protocol and seeds.
+
+Each row is written to ``benchmarks/results/frepo/<name>.json`` (the synthetic set beside it as
+``.pt``); ``benchmarks/report.py`` puts the rows into BENCHMARKS.md. Wall time depends on other
+load on the machine, so the process CPU time (both threads together) and the load average are
+recorded too.
+
+    python benchmarks/bench_frepo.py --ipc 10                       # FRePo, fast preset
+    python benchmarks/bench_frepo.py --ipc 10 --strategy isa        # + crucial samples + ISA
+    python benchmarks/bench_frepo.py --ipc 10 --synset PATH         # evaluate an existing set
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from datadistill import load_dataset
+from datadistill.config import parse_override
+from datadistill.evaluate import evaluate, get_protocol
+from datadistill.methods import make_distiller
+from datadistill.strategies import STRATEGIES
+from datadistill.synthetic import SyntheticSet
+from datadistill.utils import atomic_write_text, peak_memory_mb
+
+RESULTS = Path(__file__).parent / "results" / "frepo"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--ipc", type=int, default=10)
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--strategy", default=None, help="isa (default options) or none")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-eval", type=int, default=5)
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--krr", action="store_true", help="also evaluate the KRR predictor")
+    ap.add_argument("--synset", default=None, help="evaluate this set instead of distilling")
+    ap.add_argument("--name", default=None)
+    a = ap.parse_args()
+    overrides = dict(parse_override(s) for s in a.set)
+    name = a.name or "-".join(
+        [a.dataset, "frepo" + (f"+{a.strategy}" if a.strategy else ""), f"ipc{a.ipc}", a.preset]
+        + [f"{k}{v}" for k, v in overrides.items()])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    train, test = load_dataset(a.dataset)
+    row: dict = {"dataset": a.dataset, "ipc": a.ipc, "preset": a.preset, "strategy": a.strategy,
+                 "overrides": overrides, "seed": a.seed, "threads": torch.get_num_threads(),
+                 "load_average_start": os.getloadavg()[0]}
+    if a.synset:
+        synset = SyntheticSet.load(a.synset)
+        row["synset"] = a.synset
+        row["distill_seconds"] = synset.meta.get("distill_seconds")
+    else:
+        d = make_distiller("frepo", dataset=a.dataset, ipc=a.ipc, preset=a.preset,
+                           overrides=overrides)
+        row["config"] = d.config
+        w0, c0 = time.perf_counter(), time.process_time()
+        if a.strategy:
+            synset = STRATEGIES.get(a.strategy)().run(d, train, a.ipc, seed=a.seed)
+        else:
+            synset = d.distill(train, a.ipc, seed=a.seed)
+        row["distill_seconds"] = time.perf_counter() - w0
+        row["distill_cpu_seconds"] = time.process_time() - c0
+        synset.save(RESULTS / f"{name}.pt")
+        row["synset"] = str(RESULTS / f"{name}.pt")
+    row["load_average_after_distill"] = os.getloadavg()[0]
+    for proto in ("frepo", "frepo-krr") if a.krr else ("frepo",):
+        c0 = time.process_time()
+        r = evaluate(synset, get_protocol(proto), num_eval=a.num_eval, seed=0, train=train,
+                     test=test, baseline=not a.no_baseline)
+        row[proto] = r.to_dict()
+        row[proto]["cpu_seconds"] = time.process_time() - c0
+        print(r.table(), flush=True)
+    row["peak_memory_mb"] = peak_memory_mb()
+    row["load_average_end"] = os.getloadavg()[0]
+    row["command"] = "python benchmarks/bench_frepo.py " + " ".join(
+        [f"--ipc {a.ipc}"] + ([f"--strategy {a.strategy}"] if a.strategy else [])
+        + [f"--set {s}" for s in a.set] + ([f"--num-eval {a.num_eval}"] if a.num_eval != 5 else [])
+        + (["--krr"] if a.krr else []))
+    row["date"] = time.strftime("%Y-%m-%d")
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps(row, indent=2, default=str))
+    print(f"wrote {RESULTS / f'{name}.json'}")
+
+
+if __name__ == "__main__":
+    main()
