@@ -283,12 +283,12 @@ def test_fashion_mnist_slice_end_to_end():
     assert len(small) == 1000 and small.class_counts().tolist() == [100] * 10
     # fewer real images per class and step than the preset (256) to fit the 2-core CPU budget
     synset = distill("dm", small, 2, steps=20, seed=0, progress=False, compile=False,
-                     precision="bf16", batch_real=16)
+                     precision="auto", batch_real=16)
     assert synset.images.shape == (20, 1, 28, 28) and torch.isfinite(synset.images).all()
     test_slice = test.subset(torch.arange(1000))
     result = evaluate(synset, get_protocol("dsa").with_(epochs=100), ["convnet"], num_eval=2,
                       train=small, test=test_slice, baseline=False, compile=False,
-                      precision="bf16", progress=False)
+                      precision="auto", progress=False)
     accs = result.scores["convnet"].accuracies
     assert len(accs) == 2
     assert result.scores["convnet"].mean > 50.0, accs  # chance is 10%

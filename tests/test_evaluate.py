@@ -245,3 +245,20 @@ def test_evaluate_refuses_other_preprocessing(synset, digits):
                         Preprocessing((0.5,), (0.25,)), test.name, "test")
     with pytest.raises(ConfigError, match="preprocessing"):
         evaluate(synset, SHORT, ["mlp"], num_eval=1, test=other, baseline=False, **FAST)
+
+
+def test_precision_auto_resolves_by_hardware(monkeypatch):
+    import datadistill.utils as utils
+    from datadistill.evaluate.train import autocast
+
+    cpu = torch.device("cpu")
+    assert utils.resolve_precision("fp32", cpu) == "fp32"
+    assert utils.resolve_precision("bf16", cpu) == "bf16"  # explicit requests are honoured
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(utils, "_NATIVE_BF16_CPU", native)
+        assert utils.resolve_precision("auto", cpu) == expected
+        with autocast(cpu, "auto"):
+            out = torch.ones(2, 2) @ torch.ones(2, 2)
+        assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    with pytest.raises(ConfigError, match="auto"):
+        utils.resolve_precision("fp16", cpu)

@@ -138,7 +138,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                    help="predict the test set by kernel ridge regression on the trained "
                         "networks' features (FRePo's KRR predictor)")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-subset baseline")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--no-compile", action="store_true", help="do not torch.compile")
 
 

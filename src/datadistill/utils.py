@@ -61,6 +61,58 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+_NATIVE_BF16_CPU: bool | None = None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU computes bf16 matrix products natively (AMX or AVX-512 BF16/core,
+    as oneDNN reports it). On older CPUs (AVX2 only) bf16 autocast is emulated and measured
+    about 10x SLOWER than float32 (BENCHMARKS.md), so ``precision: auto`` uses float32 there."""
+    global _NATIVE_BF16_CPU
+    if _NATIVE_BF16_CPU is None:
+        try:
+            _NATIVE_BF16_CPU = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            _NATIVE_BF16_CPU = False
+    return _NATIVE_BF16_CPU
+
+
+def machine_description(device: torch.device | None = None) -> str:
+    """One line naming the hardware a measurement ran on, e.g. ``"cpu: AMD EPYC (AVX2, bf16
+    emulated), 2 threads, torch 2.13.0"``; wall times are only comparable between equal lines."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    bf16 = "bf16 native" if cpu_has_fast_bf16() else "bf16 emulated"
+    return (f"cpu: {model} ({torch.backends.cpu.get_cpu_capability()}, {bf16}), "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` where the device runs bf16 natively (CUDA with bf16 support, a
+    CPU with AMX / AVX-512), else ``"fp32"``; ``"bf16"`` and ``"fp32"`` are returned unchanged.
+
+    Raises ConfigError for any other value.
+    """
+    if precision in ("bf16", "fp32"):
+        return precision
+    if precision != "auto":
+        raise ConfigError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed`` (never the global RNG)."""
     g = torch.Generator(device=device)

@@ -23,7 +23,7 @@ from datadistill.evaluate.protocols import Protocol, get_protocol
 from datadistill.evaluate.train import train_and_test
 from datadistill.models import NETWORKS
 from datadistill.synthetic import SyntheticSet
-from datadistill.utils import Timer, resolve_device
+from datadistill.utils import Timer, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def evaluate(
     test: RealDataset | None = None,
     baseline: bool = True,
     device: torch.device | str | None = None,
-    precision: str = "bf16",
+    precision: str = "auto",
     compile: bool | str = "auto",
     data_root: str | None = None,
     progress: bool = True,
@@ -182,8 +182,9 @@ def evaluate(
             baseline uses the same seeds and the subset drawn with ``seed``.
         train, test: the real sets; loaded from ``synset.meta["dataset"]`` when omitted.
         baseline: also evaluate a random real subset at the same IPC.
-        precision: ``"bf16"`` (autocast for the forward pass; measured harmless, BENCHMARKS.md)
-            or ``"fp32"``.
+        precision: ``"auto"`` (bf16 where the hardware runs it natively, else float32),
+            ``"bf16"`` (autocast for the forward pass; measured harmless, BENCHMARKS.md) or
+            ``"fp32"``.
         compile: ``torch.compile`` the training step: True, False or ``"auto"`` (when the run is
             long enough to repay the compilation, about 30-60 s on a CPU).
 
@@ -255,6 +256,7 @@ def evaluate(
         scores=results["scores"],
         baseline=results["baseline"] if baseline else None,
         wall_seconds=total.seconds,
-        settings={"num_eval": num_eval, "seed": seed, "precision": precision,
+        settings={"num_eval": num_eval, "seed": seed,
+                  "precision": resolve_precision(precision, dev),
                   "compile": use_compile, "device": str(dev), "dsa_strategy": strategy},
     )

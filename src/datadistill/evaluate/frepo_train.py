@@ -93,7 +93,7 @@ def train_network_steps(
     seed: int,
     dsa_strategy: str,
     device: torch.device,
-    precision: str = "bf16",
+    precision: str = "auto",
     compile: bool = True,
     lr: float | None = None,
 ) -> nn.Module:

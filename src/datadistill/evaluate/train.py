@@ -5,8 +5,10 @@ network, SGD with momentum and weight decay, step decay, per-sample DSA on every
 test accuracy after the LAST epoch (never the best one).
 
 Speed (measured in ``benchmarks/bench_eval.py``): the forward pass and loss run under bf16
-autocast (this CPU has AMX; CUDA has tensor cores) and are compiled once per architecture with
-``torch.compile``; weights, optimiser state and gradients stay float32. Both are switchable.
+autocast where the hardware computes bf16 natively (``precision="auto"``: AMX / AVX-512 CPUs,
+CUDA; float32 on AVX2-only CPUs, where emulated bf16 is ~10x slower) and are compiled once per
+architecture with ``torch.compile``; weights, optimiser state and gradients stay float32. Both
+are switchable.
 """
 
 from __future__ import annotations
@@ -22,19 +24,19 @@ from torch import Tensor
 
 from datadistill.augment import cutmix
 from datadistill.data import RealDataset
-from datadistill.errors import ConfigError
 from datadistill.evaluate.protocols import Protocol
 from datadistill.models import get_network
-from datadistill.utils import Timer, compiled, make_generator
+from datadistill.utils import Timer, compiled, make_generator, resolve_precision
 
 log = logging.getLogger(__name__)
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` when ``precision == "bf16"``, else a no-op."""
-    if precision == "bf16":
+    """bf16 autocast on ``device`` when ``precision`` is ``"bf16"`` (or ``"auto"`` on hardware
+    with native bf16, see :func:`datadistill.utils.resolve_precision`), else a no-op.
+
+    Raises ConfigError for a precision other than auto / bf16 / fp32."""
+    if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision != "fp32":
-        raise ConfigError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
     return contextlib.nullcontext()
 
 
@@ -67,7 +69,7 @@ def build_network(name: str, channels: int, num_classes: int, im_size: tuple[int
 
 
 @torch.no_grad()
-def test_accuracy(model: nn.Module, test: RealDataset, *, precision: str = "bf16",
+def test_accuracy(model: nn.Module, test: RealDataset, *, precision: str = "auto",
                   batch_size: int = 1000) -> float:
     """Top-1 accuracy in percent of ``model`` on ``test`` (eval mode, no augmentation)."""
     model.eval()
@@ -91,7 +93,7 @@ def train_network(
     seed: int,
     dsa_strategy: str,
     device: torch.device,
-    precision: str = "bf16",
+    precision: str = "auto",
     compile: bool = True,
     lr: float | None = None,
 ) -> nn.Module:
@@ -153,7 +155,7 @@ def train_and_test(
     seed: int,
     dsa_strategy: str,
     device: torch.device,
-    precision: str = "bf16",
+    precision: str = "auto",
     compile: bool = True,
     lr: float | None = None,
 ) -> tuple[float, float]:

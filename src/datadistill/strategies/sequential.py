@@ -150,7 +150,7 @@ def count_forgetting(correct_before: Tensor, correct_after: Tensor) -> int:
 
 
 @torch.no_grad()
-def probe_predictions(net: torch.nn.Module, real: RealDataset, *, precision: str = "bf16",
+def probe_predictions(net: torch.nn.Module, real: RealDataset, *, precision: str = "auto",
                       batch_size: int = 1000) -> tuple[Tensor, Tensor]:
     """Per-image cross-entropy (N,) float32 and correctness (N,) bool of ``net`` on ``real``
     (eval mode, no augmentation), on the CPU."""
@@ -205,7 +205,7 @@ class Sequential(Strategy):
         "trained_net_fraction": 0.5,  # ... in this fraction of the steps
         "probe_epochs": 300,         # the probe: evaluation protocol with this many epochs
         "probe_protocol": "dsa",
-        "probe_precision": "bf16",
+        "probe_precision": "auto",
         "min_pool": None,            # images kept per class; default max(10, 2 * segment IPC)
         "segment_steps": None,       # fixed steps per segment instead of steps / K
     }
@@ -221,8 +221,8 @@ class Sequential(Strategy):
         o["trained_net_fraction"] = _opt(o, "trained_net_fraction", float, 0.0, 1.0)
         _opt(o, "probe_epochs", int, 1)
         get_protocol(_opt(o, "probe_protocol", str))
-        if o["probe_precision"] not in ("bf16", "fp32"):
-            raise ConfigError("strategy sequential: probe_precision must be bf16 or fp32")
+        if o["probe_precision"] not in ("auto", "bf16", "fp32"):
+            raise ConfigError("strategy sequential: probe_precision must be auto, bf16 or fp32")
         _opt(o, "min_pool", int, 0, optional=True)
         _opt(o, "segment_steps", int, 1, optional=True)
 
