@@ -35,13 +35,13 @@ data:
 
 DATA_ROOT ?=
 DEMO_OUT  ?= runs/demo
-# DM at IPC 10 on Fashion-MNIST (fast preset cut to 60 iterations of 128 real images per class),
-# then 2+2 networks under the DSA protocol shortened to 100 epochs: the synthetic set vs a random
+# DM at IPC 10 on Fashion-MNIST (fast preset cut to 50 iterations of 128 real images per class),
+# then 2+2 networks under the DSA protocol shortened to 80 epochs: the synthetic set vs a random
 # real subset. Under 10 minutes on 2 CPU cores without bf16 hardware (AVX2), less with AMX or a GPU.
 demo: setup data
 	rm -rf $(DEMO_OUT)
 	$(VENV)/bin/datadistill distill --dataset fashion-mnist --method dm --ipc 10 --preset fast \
-	  --steps 60 --set batch_real=128 --protocol dsa --epochs 100 --num-eval 2 --out $(DEMO_OUT) \
+	  --steps 50 --set batch_real=128 --protocol dsa --epochs 80 --num-eval 2 --out $(DEMO_OUT) \
 	  $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 
 test: setup

@@ -18,12 +18,13 @@ from pathlib import Path
 from datadistill import SyntheticSet, load_dataset
 from datadistill.evaluate import evaluate
 from datadistill.methods import distill
-from datadistill.utils import atomic_write_text
+from datadistill.utils import atomic_write_text, tune_allocator
 
 OUT = Path(__file__).parent / "results" / "dm_curve"
 
 
 def main() -> None:
+    tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--snapshots", default="100,200,400,800,1500")

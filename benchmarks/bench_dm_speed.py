@@ -26,6 +26,7 @@ from datadistill.utils import (
     cpu_has_fast_bf16,
     machine_description,
     make_generator,
+    tune_allocator,
 )
 
 
@@ -68,6 +69,7 @@ def ours_dm_iters(real, ipc: int, iters: int, **cfg) -> float:
 
 
 def main() -> None:
+    tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--iters", type=int, default=20)

@@ -24,10 +24,11 @@ import numpy as np
 from datadistill import SyntheticSet, load_dataset
 from datadistill.augment import default_strategy
 from datadistill.evaluate import get_protocol, train_and_test
-from datadistill.utils import machine_description, resolve_device, resolve_precision
+from datadistill.utils import machine_description, resolve_device, resolve_precision, tune_allocator
 
 
 def main() -> None:
+    tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
     ap.add_argument("--synset", required=True)
     ap.add_argument("--num-eval", type=int, default=5, help="networks, our evaluator")

@@ -28,12 +28,13 @@ from datadistill.evaluate import evaluate, get_protocol
 from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
 from datadistill.synthetic import SyntheticSet
-from datadistill.utils import atomic_write_text, peak_memory_mb
+from datadistill.utils import atomic_write_text, peak_memory_mb, tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "frepo"
 
 
 def main() -> None:
+    tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--ipc", type=int, default=10)

@@ -23,6 +23,7 @@ import torch
 from datadistill import load_dataset
 from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
+from datadistill.utils import machine_description, tune_allocator
 
 VARIANTS = {
     "plain": None,
@@ -53,6 +54,7 @@ def run(variant: str, train, ipc: int, steps: int, warmup: int, cfg: dict) -> tu
 
 
 def main() -> None:
+    tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--ipc", type=int, default=10)
@@ -75,7 +77,8 @@ def main() -> None:
             times[v]["wall"] += wall
             times[v]["cpu"] += cpu
     res: dict = {"dataset": a.dataset, "ipc": a.ipc, "steps": a.steps, "warmup": a.warmup,
-                 "repeats": a.repeats, "overrides": cfg, "threads": torch.get_num_threads()}
+                 "repeats": a.repeats, "overrides": cfg, "threads": torch.get_num_threads(),
+                 "machine": machine_description()}
     for v, t in times.items():
         res[f"{v}_wall_s"] = sum(t["wall"]) / len(t["wall"])
         res[f"{v}_cpu_s"] = sum(t["cpu"]) / len(t["cpu"])

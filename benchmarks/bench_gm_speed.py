@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from datadistill import load_dataset
 from datadistill.evaluate.train import build_network
 from datadistill.methods.gm import gradient_match_loss, match_distance, per_class_gradients
-from datadistill.utils import make_generator
+from datadistill.utils import (
+    atomic_write_text,
+    cpu_has_fast_bf16,
+    machine_description,
+    make_generator,
+    tune_allocator,
+)
 
 
 def loop_loss(net, xr, xs, classes, metric: str, conv_only: bool) -> torch.Tensor:
@@ -54,7 +60,8 @@ def run_once(fn, syn: torch.Tensor) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - t, syn.grad.clone()
 
 
-def bench(real, n_real: int, n_syn: int, metric: str, conv_only: bool, repeats: int) -> dict:
+def bench(real, n_real: int, n_syn: int, metric: str, conv_only: bool, repeats: int,
+          bf16: bool) -> dict:
     """Median seconds per outer step of each variant; the variants are interleaved within every
     repeat so that a shared, fluctuating machine load affects them alike."""
     gen = make_generator(0)
@@ -73,8 +80,9 @@ def bench(real, n_real: int, n_syn: int, metric: str, conv_only: bool, repeats: 
         "loop_fp32": lambda: loop_loss(net, xr, syn, classes, metric, conv_only),
         "vmap_all_fp32": ours(True, "fp32"),
         "ours_fp32": ours(False, "fp32"),        # default on CPU: real side looped, syn vmapped
-        "ours_bf16_real": ours(False, "bf16"),   # the fast presets
     }
+    if bf16:  # the fast presets on hardware with native bf16 (precision auto)
+        variants["ours_bf16_real"] = ours(False, "bf16")
     times: dict[str, list[float]] = {name: [] for name in variants}
     grads: dict[str, torch.Tensor] = {}
     for r in range(repeats + 1):  # repeat 0 warms up
@@ -91,6 +99,8 @@ def bench(real, n_real: int, n_syn: int, metric: str, conv_only: bool, repeats: 
         if name != "loop_fp32":
             res[f"{name}_speedup"] = round(med["loop_fp32"] / med[name], 2)
             res[f"{name}_grad_rel_diff"] = float((grads[name] - ref).norm() / ref.norm())
+    if not bf16:
+        return res
     # Is bf16 on the real side harmless? Compare its error on the per-class real gradients with
     # the sampling noise of those gradients (a second, independent real batch, fp32).
     xr2 = real.sample_balanced(n_real, gen)[0].view(k, n_real, *real.image_shape)
@@ -109,19 +119,24 @@ def bench(real, n_real: int, n_syn: int, metric: str, conv_only: bool, repeats: 
 
 
 def main() -> None:
+    tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-real", type=int, default=256, help="DC real images per class")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time bf16 on a CPU without native bf16 (about 10x slower there)")
     ap.add_argument("--out", default="benchmarks/results/gm_speed.json")
     a = ap.parse_args()
+    bf16 = a.bf16 or cpu_has_fast_bf16()
     train, _ = load_dataset("fashion-mnist")
     out = {"dataset": "fashion-mnist", "ipc": 10, "threads": torch.get_num_threads(),
-           "dc": bench(train, a.batch_real, 10, "cos", False, a.repeats),
-           "idc": bench(train, 64, 40, "l1", True, a.repeats),
+           "machine": machine_description(),
+           "dc": bench(train, a.batch_real, 10, "cos", False, a.repeats, bf16),
+           "idc": bench(train, 64, 40, "l1", True, a.repeats, bf16),
            "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(out, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    atomic_write_text(Path(a.out), json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from datadistill import load_dataset
 from datadistill.evaluate import evaluate
 from datadistill.methods import distill
-from datadistill.utils import Timer, atomic_write_text, peak_memory_mb
+from datadistill.utils import Timer, atomic_write_text, peak_memory_mb, tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "table"
 
@@ -49,6 +49,7 @@ def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dic
 
 
 def main() -> None:
+    tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
     ap.add_argument("--methods", default="random,herding,k-center,dm")
     ap.add_argument("--ipcs", default="1,10,50")

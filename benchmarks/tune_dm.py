@@ -26,7 +26,7 @@ from datadistill import load_dataset
 from datadistill.config import parse_override
 from datadistill.evaluate import evaluate, get_protocol
 from datadistill.methods import distill
-from datadistill.utils import Timer, atomic_write_text, make_generator
+from datadistill.utils import Timer, atomic_write_text, make_generator, tune_allocator
 
 OUT = Path(__file__).parent / "results" / "tune_dm"
 
@@ -38,6 +38,7 @@ def validation_split(train, n_val: int, seed: int):
 
 
 def main() -> None:
+    tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--candidate", action="append", required=True, help="NAME:K=V,...:STEPS")

@@ -262,3 +262,14 @@ def test_precision_auto_resolves_by_hardware(monkeypatch):
         assert out.dtype == (torch.bfloat16 if native else torch.float32)
     with pytest.raises(ConfigError, match="auto"):
         utils.resolve_precision("fp16", cpu)
+
+
+def test_tune_allocator_is_safe_to_call_twice():
+    import sys
+
+    from datadistill.utils import tune_allocator
+
+    first, second = tune_allocator(), tune_allocator()
+    assert first == second
+    if not sys.platform.startswith("linux"):
+        assert first is False

@@ -342,6 +342,10 @@ COMMANDS = {"list": cmd_list, "distill": cmd_distill, "evaluate": cmd_evaluate,
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``datadistill`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if argv is None:  # the console script owns its process (not when embedded or under tests)
+        from datadistill.utils import tune_allocator
+
+        tune_allocator()
     try:
         COMMANDS[args.command](args)
     except DatadistillError as e:

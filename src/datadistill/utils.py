@@ -77,6 +77,30 @@ def cpu_has_fast_bf16() -> bool:
     return _NATIVE_BF16_CPU
 
 
+def tune_allocator() -> bool:
+    """Keep freed memory in the process instead of returning it to the OS after every step
+    (glibc only: ``mallopt`` M_MMAP_THRESHOLD 32 MiB, M_TRIM_THRESHOLD 1 GiB, M_TOP_PAD 256 MiB).
+
+    PyTorch's CPU allocator calls ``malloc`` for every activation; glibc's defaults hand large
+    blocks back to the kernel at once, so each training step page-faults them in again.
+    Measured on a 2-core AVX2 CPU, 20 epochs of the ``dsa`` evaluation at IPC 10: minor page
+    faults 2.1M -> 0.19M, system time 3.7 s -> 0.5 s, wall time -7 %. Process-wide, so only
+    the command line and the benchmarks call it; a no-op (returns False) without glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)
+                    and libc.mallopt(m_trim_threshold, 1 << 30)
+                    and libc.mallopt(m_top_pad, 256 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def machine_description(device: torch.device | None = None) -> str:
     """One line naming the hardware a measurement ran on, e.g. ``"cpu: AMD EPYC (AVX2, bf16
     emulated), 2 threads, torch 2.13.0"``; wall times are only comparable between equal lines."""

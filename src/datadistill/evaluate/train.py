@@ -70,10 +70,16 @@ def build_network(name: str, channels: int, num_classes: int, im_size: tuple[int
 
 @torch.no_grad()
 def test_accuracy(model: nn.Module, test: RealDataset, *, precision: str = "auto",
-                  batch_size: int = 1000) -> float:
-    """Top-1 accuracy in percent of ``model`` on ``test`` (eval mode, no augmentation)."""
+                  batch_size: int | None = None) -> float:
+    """Top-1 accuracy in percent of ``model`` on ``test`` (eval mode, no augmentation).
+
+    ``batch_size`` defaults to 128 on a CPU, where small batches stay in cache (measured on a
+    2-core AVX2 CPU, ConvNet-3 on the 10,000 Fashion-MNIST test images: 40 s with batches of
+    1000, 22 s with 128), and 1000 on a GPU."""
     model.eval()
     device = next(model.parameters()).device
+    if batch_size is None:
+        batch_size = 128 if device.type == "cpu" else 1000
     correct = 0
     for i in range(0, len(test), batch_size):
         x = test.images[i : i + batch_size].to(device)
