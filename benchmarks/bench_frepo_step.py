@@ -23,7 +23,7 @@ import torch
 from datadistill import load_dataset
 from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
-from datadistill.utils import machine_description, tune_allocator
+from datadistill.utils import atomic_write_text, machine_description, tune_allocator
 
 VARIANTS = {
     "plain": None,
@@ -71,8 +71,10 @@ def main() -> None:
     train, _ = load_dataset(a.dataset)
     times: dict[str, dict[str, list[float]]] = {v: {"wall": [], "cpu": []} for v in VARIANTS}
     run("isa", train, a.ipc, 1, a.warmup, cfg)  # untimed: compiles every graph the runs use
-    for _ in range(a.repeats):
-        for v in VARIANTS:
+    names = list(VARIANTS)
+    for r in range(a.repeats):
+        # rotate the order every round so that no variant always runs first or last
+        for v in names[r % len(names):] + names[: r % len(names)]:
             wall, cpu = run(v, train, a.ipc, a.steps, a.warmup, cfg)
             times[v]["wall"] += wall
             times[v]["cpu"] += cpu
@@ -90,7 +92,7 @@ def main() -> None:
     res["date"] = time.strftime("%Y-%m-%d")
     print(json.dumps(res, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
+    atomic_write_text(Path(a.out), json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

@@ -258,3 +258,22 @@ def test_cli_idc_run(tmp_path):
     s = SyntheticSet.load(out / "synset.pt")
     assert s.meta["method"] == "idc" and len(s) == 80
     assert (out / "metrics.json").exists() and (out / "grid.png").exists()
+
+
+def test_vectorize_auto_follows_hardware(monkeypatch):
+    import datadistill.utils as utils
+    from datadistill.config import _coerce
+    from datadistill.methods.gm import resolve_vectorize
+
+    cpu = torch.device("cpu")
+    assert resolve_vectorize(True, cpu) is True and resolve_vectorize(False, cpu) is False
+    for native in (True, False):
+        monkeypatch.setattr(utils, "_NATIVE_BF16_CPU", native)
+        assert resolve_vectorize("auto", cpu) is native
+    with pytest.raises(ConfigError):
+        resolve_vectorize("yes", cpu)
+    assert _coerce("vectorize", "false", "auto") is False
+    assert _coerce("vectorize", True, "auto") is True
+    assert _coerce("vectorize", "auto", True) == "auto"
+    with pytest.raises(ConfigError, match="true, false or auto"):
+        _coerce("vectorize", 3, "auto")

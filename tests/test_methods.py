@@ -338,3 +338,17 @@ def test_unknown_method(digits):
     with pytest.raises(UnknownNameError, match="dm"):
         distill("gradient-magic", digits[0], 1)
     assert {"dm", "random", "herding", "k-center"} <= set(METHODS.names())
+
+
+def test_real_embedder_chunks_give_the_same_embeddings():
+    from datadistill.evaluate.train import build_network
+    from datadistill.methods.dm import real_embedder
+
+    cpu = torch.device("cpu")
+    x = torch.randn(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for name in ("convnet", "convnet-bn"):
+        net = build_network(name, 1, 10, (28, 28), 0, cpu)
+        whole = real_embedder(cpu, "fp32", False, chunk=0)(net, x)
+        parts = real_embedder(cpu, "fp32", False, chunk=3)(net, x)
+        assert whole.shape == (10, net.embed_dim) and whole.dtype == torch.float32
+        torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-5)

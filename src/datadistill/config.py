@@ -83,6 +83,12 @@ def resolve_config(
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """``value`` converted to the type of the preset's ``default``; ConfigError if impossible."""
     kind = type(default)
+    if key == "vectorize":  # true / false / auto (a tri-state switch, see methods.gm)
+        if isinstance(value, str) and value.lower() in ("true", "false", "auto"):
+            return value.lower() if value.lower() == "auto" else value.lower() == "true"
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"hyperparameter vectorize={value!r} is invalid: use true, false or auto")
     try:
         if kind is bool:
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):

@@ -56,14 +56,31 @@ def embed_function(compile: bool) -> Callable[[torch.nn.Module, Tensor], Tensor]
     return compiled("embed", _embed_eager) if compile else _embed_eager
 
 
-def real_embedder(device: torch.device, precision: str, compile: bool):
-    """``f(net, x) -> (N, D) float32`` embeddings without gradient, in ``precision``."""
+def _batch_statistics(net: torch.nn.Module) -> bool:
+    """Whether ``net``'s output for one image depends on the rest of its batch."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+               for m in net.modules())
+
+
+def real_embedder(device: torch.device, precision: str, compile: bool, chunk: int | None = None):
+    """``f(net, x) -> (N, D) float32`` embeddings without gradient, in ``precision``.
+
+    ``chunk``: images per forward pass (``None``: 256 on a CPU, all at once elsewhere). Without
+    a gradient nothing is kept between chunks (a network that normalises by batch statistics,
+    BatchNorm in training mode, is never chunked), and on a CPU small chunks stay in cache: the DM
+    real pass (2560 images, ConvNet-3, 2-core AVX2 CPU) took 8.3 s in one pass and 5.9 s in
+    chunks of 256 eager, 5.4 s and 4.7 s compiled.
+    """
     fn = embed_function(compile)
+    if chunk is None:
+        chunk = 256 if device.type == "cpu" else 0
 
     @torch.no_grad()
     def embed(net: torch.nn.Module, x: Tensor) -> Tensor:
         with autocast(device, precision):
-            return fn(net, x).float()
+            if chunk <= 0 or x.shape[0] <= chunk or _batch_statistics(net):
+                return fn(net, x).float()
+            return torch.cat([fn(net, part).float() for part in x.split(chunk)])
 
     return embed
 

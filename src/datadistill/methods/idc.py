@@ -66,7 +66,12 @@ from datadistill.methods.base import (
     step_loop,
 )
 from datadistill.methods.dm import SegmentTerms, sample_upto
-from datadistill.methods.gm import gradient_match_loss, segment_match_loss, upto_per_class
+from datadistill.methods.gm import (
+    gradient_match_loss,
+    resolve_vectorize,
+    segment_match_loss,
+    upto_per_class,
+)
 from datadistill.synthetic import SyntheticSet, multi_formation_decode
 from datadistill.utils import make_generator, resolve_device
 
@@ -200,7 +205,7 @@ class IDC(Distiller):
         syn_max = int(self.cfg("batch_syn_max"))
         metric = self.cfg("metric")
         precision = self.cfg("precision")
-        vectorize = bool(self.cfg("vectorize"))
+        vectorize = resolve_vectorize(self.cfg("vectorize"), device)
         net_name = self.cfg("net")
         n_data, net_batch = int(self.cfg("n_data")), int(self.cfg("net_batch"))
         cutmix_p = float(self.cfg("net_cutmix_p"))
