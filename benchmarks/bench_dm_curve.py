@@ -18,7 +18,7 @@ from pathlib import Path
 from datadistill import SyntheticSet, load_dataset
 from datadistill.evaluate import evaluate
 from datadistill.methods import distill
-from datadistill.utils import atomic_write_text, tune_allocator
+from datadistill.utils import atomic_write_text, machine_description, tune_allocator
 
 OUT = Path(__file__).parent / "results" / "dm_curve"
 
@@ -61,7 +61,7 @@ def main() -> None:
         row = {"ipc": a.ipc, "iterations": s, "distill_seconds": synset.meta["distill_seconds"],
                "accuracies": sc.accuracies, "mean": sc.mean, "std": sc.std,
                "num_eval": a.num_eval, "eval_seconds": res.wall_seconds,
-               "date": time.strftime("%Y-%m-%d"),
+               "date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
                "command": f"python benchmarks/bench_dm_curve.py --ipc {a.ipc} --snapshots "
                           f"{a.snapshots} --num-eval {a.num_eval}"}
         atomic_write_text(path, json.dumps(row, indent=2))

@@ -28,7 +28,7 @@ from datadistill.evaluate import evaluate, get_protocol
 from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
 from datadistill.synthetic import SyntheticSet
-from datadistill.utils import atomic_write_text, peak_memory_mb, tune_allocator
+from datadistill.utils import atomic_write_text, machine_description, peak_memory_mb, tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "frepo"
 
@@ -89,6 +89,7 @@ def main() -> None:
         + [f"--set {s}" for s in a.set] + ([f"--num-eval {a.num_eval}"] if a.num_eval != 5 else [])
         + (["--krr"] if a.krr else []))
     row["date"] = time.strftime("%Y-%m-%d")
+    row["machine"] = machine_description()
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(row, indent=2, default=str))
     print(f"wrote {RESULTS / f'{name}.json'}")
 

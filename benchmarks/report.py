@@ -28,6 +28,13 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _short(machine: str) -> str:
+    """A machine column: "Xeon (AMX)" or "EPYC (AVX2)" from a machine description."""
+    if "AVX2" in machine and "bf16 emulated" in machine:
+        return "EPYC (AVX2)" if "EPYC" in machine else "AVX2"
+    return "Xeon (AMX)" if "AMX" in machine else machine
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.0f}"
 
@@ -39,8 +46,9 @@ def table_section() -> list[str]:
         "Last-epoch test accuracy, mean ± std over 5 networks (seeds 0-4); distillation and",
         "evaluation wall time on this 2-core CPU; peak resident memory of the process.",
         "",
-        "| method | IPC | accuracy % | published % | distill s | eval s / model | peak MiB | date |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | IPC | accuracy % | published % | distill s | eval s / model | peak MiB | machine "
+        "| date |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     pending = []
     for ipc in IPCS:
@@ -54,7 +62,8 @@ def table_section() -> list[str]:
             lines.append(
                 f"| {m} | {ipc} | {r['mean']:.2f} ± {r['std']:.2f} | {pub_s} | "
                 f"{r['distill_seconds']:.0f} | {r['eval_seconds_per_model']:.0f} | "
-                f"{_num(r.get('peak_memory_mb'))} | {r['date']} |"
+                f"{_num(r.get('peak_memory_mb'))} | {_short(r.get('machine', MACHINE_AMX))} | "
+                f"{r['date']} |"
             )
     lines += ["", "Command for every row: `python benchmarks/run_all.py` (rows are cached in",
               "`benchmarks/results/table/`; `--methods` / `--ipcs` select rows)."]
@@ -82,8 +91,8 @@ def curve_section() -> list[str]:
 
 def speed_section() -> list[str]:
     lines = ["## Speed, side by side in one process", ""]
-    dm = _load(RESULTS / "dm_speed.json")
-    if dm:
+    for path in sorted(RESULTS.glob("dm_speed*.json")):
+        dm = _load(path)
         lines += [
             f"DM step at IPC {dm['ipc']}, 256 real images per class, seconds per iteration "
             f"(mean of {dm['iters']} after warm-up, {dm['date']}):",
@@ -132,9 +141,9 @@ def speed_section() -> list[str]:
 
 
 GM_VARIANTS = {
-    "loop_fp32": "per-class fp32 loop (original code's structure)",
+    "loop_fp32": "per-class fp32 loop (original code's structure; `vectorize: auto` on AVX2)",
     "vmap_all_fp32": "both sides vmapped over classes, fp32",
-    "ours_fp32": "real side looped, synthetic side vmapped, fp32 (CPU default)",
+    "ours_fp32": "real side looped, synthetic side vmapped, fp32 (`vectorize: true` on a CPU)",
     "ours_bf16_real": "as above, bf16 real side (fast presets with native bf16)",
 }
 

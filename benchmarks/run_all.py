@@ -20,7 +20,7 @@ import torch
 from datadistill import load_dataset
 from datadistill.evaluate import evaluate
 from datadistill.methods import distill
-from datadistill.utils import Timer, atomic_write_text, peak_memory_mb, tune_allocator
+from datadistill.utils import Timer, atomic_write_text, machine_description, peak_memory_mb, tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "table"
 
@@ -43,6 +43,7 @@ def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dic
         "mean": s.mean, "std": s.std, "distill_seconds": distill_s,
         "eval_seconds": t_eval.seconds, "eval_seconds_per_model": t_eval.seconds / num_eval,
         "peak_memory_mb": peak_memory_mb(), "threads": torch.get_num_threads(),
+        "machine": machine_description(),
         "command": f"python benchmarks/run_all.py --methods {method} --ipcs {ipc}",
         "date": time.strftime("%Y-%m-%d"),
     }

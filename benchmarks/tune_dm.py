@@ -26,7 +26,13 @@ from datadistill import load_dataset
 from datadistill.config import parse_override
 from datadistill.evaluate import evaluate, get_protocol
 from datadistill.methods import distill
-from datadistill.utils import Timer, atomic_write_text, make_generator, tune_allocator
+from datadistill.utils import (
+    Timer,
+    atomic_write_text,
+    machine_description,
+    make_generator,
+    tune_allocator,
+)
 
 OUT = Path(__file__).parent / "results" / "tune_dm"
 
@@ -69,6 +75,7 @@ def main() -> None:
                "distill_seconds": round(t.seconds, 1), "val_accuracies": s.accuracies,
                "val_mean": s.mean, "val_std": s.std, "epochs": a.epochs,
                "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+               "machine": machine_description(),
                "command": f"python benchmarks/tune_dm.py --ipc {a.ipc} --candidate {spec} "
                           f"--epochs {a.epochs} --num-eval {a.num_eval}"}
         atomic_write_text(path, json.dumps(row, indent=2))
