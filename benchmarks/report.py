@@ -113,8 +113,10 @@ def speed_section() -> list[str]:
         lines += ["", f"Machine: {dm.get('machine', MACHINE_AMX)}.",
                   f"Command: `python benchmarks/bench_dm_speed.py --ipc {dm['ipc']} "
                   f"--iters {dm['iters']}`", ""]
-    ev = _load(RESULTS / "eval_speed.json")
-    if ev:
+    for path in sorted(RESULTS.glob("eval_speed*.json")):
+        ev = _load(path)
+        if "speedup" not in ev:  # a run still in progress (partial results are saved)
+            continue
         o, r = ev["ours_bf16_compiled"], ev["reference_fp32_eager"]
         lines += [
             f"Evaluation (`dsa` protocol, {ev['epochs']} epochs, ConvNet-3) of `{ev['synset']}` "
@@ -124,17 +126,20 @@ def speed_section() -> list[str]:
             "|---|---|---|---|",
             f"| fp32 eager (original evaluator's arithmetic) | {r['mean']:.2f} ± {r['std']:.2f} | "
             f"{len(r['acc'])} | {r['mean_seconds_after_first']:.0f} |",
-            f"| {ev.get('ours_precision', 'bf16')} autocast + torch.compile (default) | "
-            f"{o['mean']:.2f} ± {o['std']:.2f} | "
+            ("| bf16 autocast + torch.compile (default) | "
+             if ev.get("ours_precision", "bf16") == "bf16" else
+             "| fp32 + torch.compile (default; precision auto on this machine) | ")
+            + f"{o['mean']:.2f} ± {o['std']:.2f} | "
             f"{len(o['acc'])} | {o['mean_seconds_after_first']:.0f} |",
             "",
             f"Speed-up {ev['speedup']:.2f}x; accuracy difference {ev['accuracy_gap']:+.2f} points. "
             f"Machine: {ev.get('machine', MACHINE_AMX)}.",
             f"Command: `python benchmarks/bench_eval.py --synset {ev['synset']} "
             f"--num-eval {ev['num_eval']} --num-eval-ref {len(r['acc'])}"
-            + (f" --ours-from {o['from']}`" if o.get("from") else "`")
-            + " (the bf16 row reuses the `random` IPC 10 row of the table: same set, seeds,"
-            " protocol).",
+            + (f" --epochs {ev['epochs']}" if ev["epochs"] != 1000 else "")
+            + (f" --out {path.relative_to(ROOT.parent)}" if path.name != "eval_speed.json" else "")
+            + (f" --ours-from {o['from']}` (the first row reuses the `random` IPC 10 row of the "
+               "table: same set, seeds, protocol)." if o.get("from") else "`"),
             "",
         ]
     return lines
