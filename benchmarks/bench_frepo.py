@@ -61,6 +61,7 @@ def main() -> None:
         synset = SyntheticSet.load(a.synset)
         row["synset"] = a.synset
         row["distill_seconds"] = synset.meta.get("distill_seconds")
+        row["config"] = synset.meta.get("config")
     else:
         d = make_distiller("frepo", dataset=a.dataset, ipc=a.ipc, preset=a.preset,
                            overrides=overrides)
@@ -86,6 +87,8 @@ def main() -> None:
     row["load_average_end"] = os.getloadavg()[0]
     row["command"] = "python benchmarks/bench_frepo.py " + " ".join(
         [f"--ipc {a.ipc}"] + ([f"--strategy {a.strategy}"] if a.strategy else [])
+        + ([f"--synset {a.synset}"] if a.synset else [])
+        + (["--no-baseline"] if a.no_baseline else [])
         + [f"--set {s}" for s in a.set] + ([f"--num-eval {a.num_eval}"] if a.num_eval != 5 else [])
         + (["--krr"] if a.krr else []))
     row["date"] = time.strftime("%Y-%m-%d")
