@@ -26,6 +26,7 @@ from datadistill.utils import (
     cpu_has_fast_bf16,
     machine_description,
     make_generator,
+    resolve_precision,
     tune_allocator,
 )
 
@@ -90,7 +91,7 @@ def main() -> None:
         res["ours_bf16_compiled_s"] = ours_dm_iters(train, a.ipc, a.iters, precision="bf16",
                                                     compile=True)
     # the fast preset: precision auto (bf16 where native), compiled
-    fast = "bf16" if cpu_has_fast_bf16() else "fp32"
+    fast = resolve_precision("auto", torch.device("cpu"))
     res["fast_preset_variant"] = f"ours_{fast}_compiled_s"
     res["speedup_fast_preset"] = res["reference_per_class_fp32_s"] / res[res["fast_preset_variant"]]
     res["date"] = time.strftime("%Y-%m-%d")
