@@ -9,6 +9,8 @@ recorded too.
 
     python benchmarks/bench_frepo.py --ipc 10                       # FRePo, fast preset
     python benchmarks/bench_frepo.py --ipc 10 --strategy isa        # + crucial samples + ISA
+    python benchmarks/bench_frepo.py --ipc 10 --strategy isa --isa-eps 0       # discard only
+    python benchmarks/bench_frepo.py --ipc 10 --strategy isa --discard-easy 0  # ISA only
     python benchmarks/bench_frepo.py --ipc 10 --synset PATH         # evaluate an existing set
 """
 
@@ -40,6 +42,9 @@ def main() -> None:
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--strategy", default=None, help="isa (default options) or none")
+    ap.add_argument("--discard-easy", type=float, default=None,
+                    help="strategy option (isa default 0.2; negative drops the hardest)")
+    ap.add_argument("--isa-eps", type=float, default=None, help="strategy option (isa default 1.0)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-eval", type=int, default=5)
@@ -49,12 +54,17 @@ def main() -> None:
     ap.add_argument("--name", default=None)
     a = ap.parse_args()
     overrides = dict(parse_override(s) for s in a.set)
+    strategy_options = {k: v for k, v in (("discard_easy", a.discard_easy),
+                                          ("isa_eps", a.isa_eps)) if v is not None}
+    if strategy_options and not a.strategy:
+        ap.error("--discard-easy / --isa-eps are options of a strategy: add --strategy isa")
     name = a.name or "-".join(
         [a.dataset, "frepo" + (f"+{a.strategy}" if a.strategy else ""), f"ipc{a.ipc}", a.preset]
-        + [f"{k}{v}" for k, v in overrides.items()])
+        + [f"{k}{v}" for k, v in {**strategy_options, **overrides}.items()])
     RESULTS.mkdir(parents=True, exist_ok=True)
     train, test = load_dataset(a.dataset)
     row: dict = {"dataset": a.dataset, "ipc": a.ipc, "preset": a.preset, "strategy": a.strategy,
+                 "strategy_options": strategy_options,
                  "overrides": overrides, "seed": a.seed, "threads": torch.get_num_threads(),
                  "load_average_start": os.getloadavg()[0]}
     if a.synset:
@@ -68,7 +78,7 @@ def main() -> None:
         row["config"] = d.config
         w0, c0 = time.perf_counter(), time.process_time()
         if a.strategy:
-            synset = STRATEGIES.get(a.strategy)().run(d, train, a.ipc, seed=a.seed)
+            synset = STRATEGIES.get(a.strategy)(strategy_options).run(d, train, a.ipc, seed=a.seed)
         else:
             synset = d.distill(train, a.ipc, seed=a.seed)
         row["distill_seconds"] = time.perf_counter() - w0
@@ -87,6 +97,7 @@ def main() -> None:
     row["load_average_end"] = os.getloadavg()[0]
     row["command"] = "python benchmarks/bench_frepo.py " + " ".join(
         [f"--ipc {a.ipc}"] + ([f"--strategy {a.strategy}"] if a.strategy else [])
+        + [f"--{k.replace('_', '-')} {v:g}" for k, v in strategy_options.items()]
         + ([f"--synset {a.synset}"] if a.synset else [])
         + (["--no-baseline"] if a.no_baseline else [])
         + [f"--set {s}" for s in a.set] + ([f"--num-eval {a.num_eval}"] if a.num_eval != 5 else [])

@@ -52,9 +52,9 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
         "Last-epoch test accuracy, mean ± std over 5 networks (seeds 0-4); distillation and",
         "evaluation wall time on this 2-core CPU; peak resident memory of the process.",
         "",
-        "| method | IPC | protocol | accuracy % | published % | distill s | eval s / model | peak MiB "
-        "| machine | date |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | IPC | protocol | accuracy % | random subset % | published % | distill s "
+        "| eval s / model | peak MiB | machine | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     pending = []
     for ipc in ipcs:
@@ -65,8 +65,14 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
             if r is None:
                 pending.append(f"python benchmarks/run_all.py --methods {m} --ipcs {ipc}")
                 continue
+            # the random subset under the row's protocol: carried by the row, or the dsa random row
+            base = r.get("baseline")
+            if base is None and r.get("protocol", "dsa") == "dsa" and m != "random":
+                base = _load(RESULTS / "table" / f"random-ipc{ipc}.json")
+            base_s = f"{base['mean']:.2f} ± {base['std']:.2f}" if base else "-"
             lines.append(
-                f"| {m} | {ipc} | {r.get('protocol', 'dsa')} | {r['mean']:.2f} ± {r['std']:.2f} | {pub_s} | "
+                f"| {m} | {ipc} | {r.get('protocol', 'dsa')} | {r['mean']:.2f} ± {r['std']:.2f} | "
+                f"{base_s} | {pub_s} | "
                 f"{r['distill_seconds']:.0f} | {r['eval_seconds_per_model']:.0f} | "
                 f"{_num(r.get('peak_memory_mb'))} | {_short(r.get('machine', MACHINE_AMX))} | "
                 f"{r['date']} |"
@@ -209,6 +215,9 @@ def frepo_section() -> list[str]:
             krr = (r.get("frepo-krr") or {}).get("scores", {}).get(model)
             steps = (r.get("config") or {}).get("steps", "-")
             label = "frepo" + (f" + {r['strategy']}" if r.get("strategy") else "")
+            opts = r.get("strategy_options") or {}
+            if opts:
+                label += " (" + ", ".join(f"{k} {v:g}" for k, v in opts.items()) + ")"
             lines.append(
                 f"| {label} | {r['ipc']} | {r['preset']} | {steps} | "
                 f"{sc['mean']:.2f} ± {sc['std']:.2f} | "
