@@ -66,6 +66,23 @@ class Distiller(ABC):
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
 
+    #: config keys that do not change the result (a resumed run may grow ``steps``, switch
+    #: compilation, vectorisation or the checkpoint period) and so stay out of the fingerprint
+    UNFINGERPRINTED: ClassVar[tuple[str, ...]] = ("steps", "checkpoint_every", "compile",
+                                                  "vectorize")
+
+    def run_fingerprint(self, real: RealDataset, ipc: int, seed: int,
+                        segment: SegmentContext | None = None) -> dict[str, Any]:
+        """What identifies a run in its checkpoint: method, dataset checksum, IPC, seed, the
+        config that changes the result and, in a sequential run, the segment (strings and
+        numbers only; :class:`Checkpointer` refuses a checkpoint whose fingerprint differs)."""
+        same = {k: v for k, v in self.config.items() if k not in self.UNFINGERPRINTED}
+        fingerprint = {"method": self.name, "dataset": real.checksum(), "ipc": ipc, "seed": seed,
+                       "config": repr(sorted(same.items()))}
+        if segment is not None:
+            fingerprint["segment"] = repr(segment.fingerprint())
+        return fingerprint
+
     def cfg(self, key: str) -> Any:
         try:
             return self.config[key]

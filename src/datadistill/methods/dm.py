@@ -195,14 +195,8 @@ class DM(Distiller):
         real_labels = torch.arange(k, device=device).repeat_interleave(batch_real)
 
         ckpt = Checkpointer(checkpoint, self.cfg("checkpoint_every"))
-        # What changes the result; steps may grow on resume, compile/checkpointing do not matter.
-        same = {k: v for k, v in self.config.items()
-                if k not in ("steps", "compile", "checkpoint_every")}
-        fingerprint = {"method": self.name, "dataset": real.checksum(), "ipc": ipc, "seed": seed,
-                       "config": repr(sorted(same.items()))}
+        fingerprint = self.run_fingerprint(real, ipc, seed, segment)
         seg = SegmentTerms(segment, real, device) if segment is not None else None
-        if seg is not None:
-            fingerprint["segment"] = repr(segment.fingerprint())
         start = 0
         saved = ckpt.load(fingerprint) if resume else None
         if saved is not None:

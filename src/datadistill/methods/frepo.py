@@ -315,10 +315,7 @@ class FRePo(Distiller):
         embed_syn = embed_function(compile)  # float32: gradients reach the images
 
         ckpt = Checkpointer(checkpoint, self.cfg("checkpoint_every"))
-        same = {key: v for key, v in self.config.items()
-                if key not in ("steps", "compile", "checkpoint_every")}
-        fingerprint = {"method": self.name, "dataset": real.checksum(), "ipc": ipc, "seed": seed,
-                       "config": repr(sorted(same.items()))}
+        fingerprint = self.run_fingerprint(real, ipc, seed)
         start = 0
         saved = ckpt.load(fingerprint) if resume else None
         if saved is not None:

@@ -233,12 +233,7 @@ class IDC(Distiller):
         reg = seg if seg is not None and seg.active else None
 
         ckpt = Checkpointer(checkpoint, self.cfg("checkpoint_every"))
-        same = {kk: v for kk, v in self.config.items()
-                if kk not in ("steps", "checkpoint_every", "vectorize")}
-        fingerprint = {"method": self.name, "dataset": real.checksum(), "ipc": ipc, "seed": seed,
-                       "config": repr(sorted(same.items()))}
-        if segment is not None:
-            fingerprint["segment"] = repr(segment.fingerprint())
+        fingerprint = self.run_fingerprint(real, ipc, seed, segment)
         start = 0
         saved = ckpt.load(fingerprint) if resume else None
         if saved is not None:
