@@ -50,6 +50,7 @@ def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dic
         "dataset": "fashion-mnist", "method": method, "ipc": ipc, "preset": "fast",
         "protocol": protocol, "num_eval": num_eval, "accuracies": s.accuracies,
         "mean": s.mean, "std": s.std, "distill_seconds": distill_s,
+        "config": synset.meta.get("config"),
         "eval_seconds": t_eval.seconds, "eval_seconds_per_model": sum(s.seconds) / num_eval,
         "peak_memory_mb": peak_memory_mb(), "threads": torch.get_num_threads(),
         "machine": machine_description(),
