@@ -190,10 +190,26 @@ def gm_section() -> list[str]:
     return lines
 
 
+def _frepo_label(strategy: str | None, options: dict) -> str:
+    """``frepo``, or what the ``isa`` strategy did with these options (its defaults: discard the
+    easiest 20 %, ISA eps 1)."""
+    if not strategy:
+        return "frepo"
+    if strategy != "isa":
+        return f"frepo + {strategy}"
+    discard, eps = options.get("discard_easy", 0.2), options.get("isa_eps", 1.0)
+    drop = "hardest" if discard < 0 or options.get("drop") == "hardest" else "easiest"
+    parts = ([f"discard {drop} {100 * abs(discard):g} %"] if discard else []) + (
+        [f"ISA eps {eps:g}"] if eps else [])
+    return "frepo + " + (" + ".join(parts) or "isa, nothing on")
+
+
 def frepo_section() -> list[str]:
     """FRePo / FRePo + ISA rows (bench_frepo.py) and the meta-step speed (bench_frepo_step.py)."""
     lines = ["## FRePo and crucial samples + ISA (Fashion-MNIST, `frepo` protocol)", ""]
-    rows = sorted((RESULTS / "frepo").glob("*.json"))
+    # by IPC, plain FRePo first, then the strategy variants
+    rows = sorted((RESULTS / "frepo").glob("*.json"), key=lambda p: (
+        json.loads(p.read_text())["ipc"], bool(json.loads(p.read_text()).get("strategy")), p.name))
     if rows:
         lines += [
             "Last-step test accuracy of FRePo's network (no normalisation) trained under the `frepo`",
@@ -214,10 +230,7 @@ def frepo_section() -> list[str]:
             sc, base = ev["scores"][model], (ev.get("baseline") or {}).get(model)
             krr = (r.get("frepo-krr") or {}).get("scores", {}).get(model)
             steps = (r.get("config") or {}).get("steps", "-")
-            label = "frepo" + (f" + {r['strategy']}" if r.get("strategy") else "")
-            opts = r.get("strategy_options") or {}
-            if opts:
-                label += " (" + ", ".join(f"{k} {v:g}" for k, v in opts.items()) + ")"
+            label = _frepo_label(r.get("strategy"), r.get("strategy_options") or {})
             lines.append(
                 f"| {label} | {r['ipc']} | {r['preset']} | {steps} | "
                 f"{sc['mean']:.2f} ± {sc['std']:.2f} | "
