@@ -314,10 +314,11 @@ def test_resolve_config_by_ipc_rule():
     paper = resolve_config("dm", "paper", dataset="digits", ipc=1)
     assert paper["steps"] == 20000 and paper["batch_real"] == 256 and paper["momentum"] == 0.5
     assert "by_ipc" not in paper and "by_dataset" not in paper
-    # dsa's fast preset gives IPC 1 as many image updates as IPC 10 (a ``max`` rule)
-    assert resolve_config("dsa", "fast", dataset="digits", ipc=1)["steps"] == 150
-    assert resolve_config("dsa", "fast", dataset="digits", ipc=2)["steps"] == 15
-    assert resolve_config("dsa", "paper", dataset="digits", ipc=1)["steps"] == 1000
+    # the gradient-matching fast presets give IPC 1 as many image updates as IPC 10 (max rule)
+    for method in ("dc", "dsa"):
+        assert resolve_config(method, "fast", dataset="digits", ipc=1)["steps"] == 150
+        assert resolve_config(method, "fast", dataset="digits", ipc=2)["steps"] == 15
+        assert resolve_config(method, "paper", dataset="digits", ipc=1)["steps"] == 1000
 
 
 def test_presets_listed():
