@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from datadistill.strategies import STRATEGIES
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 PUBLISHED = {  # REFERENCE.md, ConvNet-3, Fashion-MNIST, IPC 1 / 10 / 50
@@ -191,16 +193,15 @@ def gm_section() -> list[str]:
 
 
 def _frepo_label(strategy: str | None, options: dict) -> str:
-    """``frepo``, or what the ``isa`` strategy did with these options (its defaults: discard the
-    easiest 20 %, ISA eps 1)."""
+    """``frepo``, or what the ``isa`` strategy did with these options (normalised by the
+    strategy itself, so its defaults and sign convention live in one place)."""
     if not strategy:
         return "frepo"
     if strategy != "isa":
         return f"frepo + {strategy}"
-    discard, eps = options.get("discard_easy", 0.2), options.get("isa_eps", 1.0)
-    drop = "hardest" if discard < 0 or options.get("drop") == "hardest" else "easiest"
-    parts = ([f"discard {drop} {100 * abs(discard):g} %"] if discard else []) + (
-        [f"ISA eps {eps:g}"] if eps else [])
+    o = STRATEGIES.get("isa")(options).options
+    parts = ([f"discard {o['drop']} {100 * o['discard_easy']:g} %"] if o["discard_easy"] else []) + (
+        [f"ISA eps {o['isa_eps']:g}"] if o["isa_eps"] else [])
     return "frepo + " + (" + ".join(parts) or "isa, nothing on")
 
 
@@ -208,8 +209,9 @@ def frepo_section() -> list[str]:
     """FRePo / FRePo + ISA rows (bench_frepo.py) and the meta-step speed (bench_frepo_step.py)."""
     lines = ["## FRePo and crucial samples + ISA (Fashion-MNIST, `frepo` protocol)", ""]
     # by IPC, plain FRePo first, then the strategy variants
-    rows = sorted((RESULTS / "frepo").glob("*.json"), key=lambda p: (
-        json.loads(p.read_text())["ipc"], bool(json.loads(p.read_text()).get("strategy")), p.name))
+    loaded = [(p.name, json.loads(p.read_text())) for p in (RESULTS / "frepo").glob("*.json")]
+    rows = [r for _, r in sorted(loaded, key=lambda nr: (nr[1]["ipc"],
+                                                         bool(nr[1].get("strategy")), nr[0]))]
     if rows:
         lines += [
             "Last-step test accuracy of FRePo's network (no normalisation) trained under the `frepo`",
@@ -223,8 +225,7 @@ def frepo_section() -> list[str]:
             "distill CPU s | machine | date |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for p in rows:
-            r = json.loads(p.read_text())
+        for r in rows:
             ev = r["frepo"]
             model = next(iter(ev["scores"]))
             sc, base = ev["scores"][model], (ev.get("baseline") or {}).get(model)
@@ -239,7 +240,7 @@ def frepo_section() -> list[str]:
                 f"{_num(r.get('distill_seconds'))} | {_num(r.get('distill_cpu_seconds'))} | "
                 f"{_short(r.get('machine', MACHINE_AMX))} | {r['date']} |")
         lines += ["", "Commands: " + "; ".join(
-            f"`{json.loads(p.read_text())['command']}`" for p in rows), ""]
+            f"`{r['command']}`" for r in rows), ""]
     else:
         lines += ["Not yet measured: `python benchmarks/bench_frepo.py --ipc 10`", ""]
     st = _load(RESULTS / "frepo_step.json")
