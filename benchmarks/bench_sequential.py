@@ -1,0 +1,116 @@
+"""A base method against the same method wrapped in the sequential-segments strategy, at equal
+distillation steps, on Fashion-MNIST: each variant is distilled with a preset (``--steps``
+overrides it for every variant alike), evaluated with 5 ConvNet-3 under one protocol with the
+same seeds, and diagnosed (update-signal similarity, k-NN recall / coverage of the real set,
+per-segment pools and forgetting).
+
+Variants (``--variant``):
+
+* ``base``: the method alone;
+* ``seq``: sequential with the strategy's defaults (filtering + regulariser);
+* ``nofilter``: segments, nothing dropped (``drop_fraction 0``; the regulariser then has no pool);
+* ``noreg``: filtering without the regulariser (``reg_weight 0``);
+* ``seq-trained``: ``seq`` with matching networks started from the probe (``init_from_trained``).
+
+Each row is written to ``benchmarks/results/sequential/<method>-ipc<N>-<variant>[-...].json``
+(the set beside it as ``.pt``, a checkpoint while it runs: a killed run resumes);
+``benchmarks/report.py`` puts the rows into BENCHMARKS.md.
+
+    python benchmarks/bench_sequential.py --method dm --ipc 10 --segments 2 --steps 200 --variant seq
+    python benchmarks/bench_sequential.py --method dm --ipc 10 --steps 200 --variant base
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from datadistill import load_dataset
+from datadistill.analysis.report import analyze
+from datadistill.evaluate import evaluate
+from datadistill.methods import make_distiller
+from datadistill.strategies import STRATEGIES
+from datadistill.utils import atomic_write_text, machine_description, peak_memory_mb, tune_allocator
+
+RESULTS = Path(__file__).parent / "results" / "sequential"
+VARIANTS: dict[str, dict | None] = {
+    "base": None,
+    "seq": {},
+    "nofilter": {"drop_fraction": 0.0},
+    "noreg": {"reg_weight": 0.0},
+    "seq-trained": {"init_from_trained": True},
+}
+#: evaluation protocol by method, as in run_all.py
+PROTOCOL = {"idc": "idc"}
+
+
+def main() -> None:
+    tune_allocator()  # as the command line does
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--method", default="dm")
+    ap.add_argument("--ipc", type=int, default=10)
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default="seq")
+    ap.add_argument("--segments", type=int, default=None, help="K (strategy default otherwise)")
+    ap.add_argument("--steps", type=int, default=None, help="total steps (preset otherwise)")
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-eval", type=int, default=5)
+    ap.add_argument("--baseline", action="store_true", help="also evaluate the random subset")
+    a = ap.parse_args()
+    options = VARIANTS[a.variant]
+    if options is not None and a.segments is not None:
+        options = {**options, "segments": a.segments}
+    name = "-".join([f"{a.method}-ipc{a.ipc}-{a.variant}"]
+                    + ([f"k{a.segments}"] if a.segments and options is not None else [])
+                    + ([f"s{a.steps}"] if a.steps else []))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    train, test = load_dataset(a.dataset)
+    d = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
+                       overrides={"steps": a.steps} if a.steps else None)
+    ckpt = RESULTS / f"{name}.ckpt.pt"
+    w0, c0 = time.perf_counter(), time.process_time()
+    if options is None:
+        synset = d.distill(train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
+    else:
+        synset = STRATEGIES.get("sequential")(options).run(d, train, a.ipc, seed=a.seed,
+                                                            checkpoint=ckpt, resume=True)
+    # a resumed run counts only its own wall time; the set's meta carries the whole run's
+    distill_s = float(synset.meta.get("distill_seconds") or time.perf_counter() - w0)
+    synset.save(RESULTS / f"{name}.pt")
+    for p in RESULTS.glob(f"{name}.ckpt*.pt"):
+        p.unlink()
+    protocol = PROTOCOL.get(a.method, "dsa")
+    r = evaluate(synset, protocol, ["convnet"], a.num_eval, seed=0, train=train, test=test,
+                 baseline=a.baseline)
+    print(r.table(), flush=True)
+    diag = analyze(synset, train=train, tsne=False, seed=0)
+    row = {
+        "dataset": a.dataset, "method": a.method, "ipc": a.ipc, "variant": a.variant,
+        "strategy_options": options, "preset": a.preset, "steps": d.cfg("steps"),
+        "config": d.config, "seed": a.seed, "protocol": protocol, "num_eval": a.num_eval,
+        "evaluation": r.to_dict(), "distill_seconds": distill_s,
+        "distill_cpu_seconds": time.process_time() - c0,
+        "update_signal": diag["update_signal"], "manifold": diag["manifold"],
+        "segments": diag["segments"], "peak_memory_mb": peak_memory_mb(),
+        "threads": torch.get_num_threads(), "load_average_end": os.getloadavg()[0],
+        "machine": machine_description(), "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/bench_sequential.py " + " ".join(
+            ([f"--dataset {a.dataset}"] if a.dataset != "fashion-mnist" else [])
+            + [f"--method {a.method} --ipc {a.ipc} --variant {a.variant}"]
+            + ([f"--segments {a.segments}"] if a.segments else [])
+            + ([f"--steps {a.steps}"] if a.steps else [])
+            + ([f"--num-eval {a.num_eval}"] if a.num_eval != 5 else [])
+            + (["--baseline"] if a.baseline else [])),
+    }
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps(row, indent=2, default=str))
+    print(f"wrote {RESULTS / f'{name}.json'}")
+
+
+if __name__ == "__main__":
+    main()
