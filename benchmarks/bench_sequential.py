@@ -16,8 +16,8 @@ Each row is written to ``benchmarks/results/sequential/<method>-ipc<N>-<variant>
 (the set beside it as ``.pt``, a checkpoint while it runs: a killed run resumes);
 ``benchmarks/report.py`` puts the rows into BENCHMARKS.md.
 
-    python benchmarks/bench_sequential.py --method dm --ipc 10 --segments 2 --steps 200 --variant seq
-    python benchmarks/bench_sequential.py --method dm --ipc 10 --steps 200 --variant base
+    python benchmarks/bench_sequential.py --method dm --ipc 10 --segments 2 --steps 120 --variant seq
+    python benchmarks/bench_sequential.py --method dm --ipc 10 --steps 120 --variant base
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ VARIANTS: dict[str, dict | None] = {
     "noreg": {"reg_weight": 0.0},
     "seq-trained": {"init_from_trained": True},
 }
-#: evaluation protocol by method, as in run_all.py
-PROTOCOL = {"idc": "idc"}
 
 
 def main() -> None:
@@ -82,10 +80,11 @@ def main() -> None:
                                                             checkpoint=ckpt, resume=True)
     # a resumed run counts only its own wall time; the set's meta carries the whole run's
     distill_s = float(synset.meta.get("distill_seconds") or time.perf_counter() - w0)
+    distill_cpu_s = time.process_time() - c0  # this process only
     synset.save(RESULTS / f"{name}.pt")
     for p in RESULTS.glob(f"{name}.ckpt*.pt"):
         p.unlink()
-    protocol = PROTOCOL.get(a.method, "dsa")
+    protocol = d.default_protocol  # the protocol that fits the method (idc for IDC, else dsa)
     r = evaluate(synset, protocol, ["convnet"], a.num_eval, seed=0, train=train, test=test,
                  baseline=a.baseline)
     print(r.table(), flush=True)
@@ -95,7 +94,7 @@ def main() -> None:
         "strategy_options": options, "preset": a.preset, "steps": d.cfg("steps"),
         "config": d.config, "seed": a.seed, "protocol": protocol, "num_eval": a.num_eval,
         "evaluation": r.to_dict(), "distill_seconds": distill_s,
-        "distill_cpu_seconds": time.process_time() - c0,
+        "distill_cpu_seconds": distill_cpu_s,
         "update_signal": diag["update_signal"], "manifold": diag["manifold"],
         "segments": diag["segments"], "peak_memory_mb": peak_memory_mb(),
         "threads": torch.get_num_threads(), "load_average_end": os.getloadavg()[0],

@@ -291,9 +291,7 @@ def sequential_section() -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ev = r["evaluation"]
-        model = next(iter(ev["scores"]))
-        sc = ev["scores"][model]
+        sc = next(iter(r["evaluation"]["scores"].values()))  # the one model: convnet
         segs = r.get("segments") or []
         us = (r.get("update_signal") or {}).get("mean")
         m = r["manifold"]
