@@ -21,12 +21,10 @@ import torch
 
 from datadistill import load_dataset
 from datadistill.evaluate import evaluate
-from datadistill.methods import distill
+from datadistill.methods import METHODS, distill
 from datadistill.utils import Timer, atomic_write_text, machine_description, peak_memory_mb, tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "table"
-#: evaluation protocol by method: IDC sets are evaluated as IDC's paper does; the rest with ``dsa``
-PROTOCOL = {"idc": "idc"}
 
 
 def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dict:
@@ -37,7 +35,7 @@ def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dic
         distill_s += synset.meta["embedding_seconds"]
     out = RESULTS / f"{method}-ipc{ipc}"
     synset.save(out.with_suffix(".pt"))
-    protocol = PROTOCOL.get(method, "dsa")
+    protocol = METHODS.get(method).default_protocol  # idc for IDC, frepo for FRePo, else dsa
     # the random rows of the table are under ``dsa``; under another protocol the row carries its
     # own random subset (same protocol and seeds), as every comparison must
     with_baseline = protocol != "dsa" and method != "random"
