@@ -66,7 +66,9 @@ def main() -> None:
         options = {**options, "segments": a.segments}
     name = "-".join([f"{a.method}-ipc{a.ipc}-{a.variant}"]
                     + ([f"k{a.segments}"] if a.segments and options is not None else [])
-                    + ([f"s{a.steps}"] if a.steps else []))
+                    + ([f"s{a.steps}"] if a.steps else [])
+                    + ([a.preset] if a.preset != "fast" else [])
+                    + ([f"seed{a.seed}"] if a.seed else []))
     RESULTS.mkdir(parents=True, exist_ok=True)
     train, test = load_dataset(a.dataset)
     d = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
@@ -104,6 +106,8 @@ def main() -> None:
             + [f"--method {a.method} --ipc {a.ipc} --variant {a.variant}"]
             + ([f"--segments {a.segments}"] if a.segments else [])
             + ([f"--steps {a.steps}"] if a.steps else [])
+            + ([f"--preset {a.preset}"] if a.preset != "fast" else [])
+            + ([f"--seed {a.seed}"] if a.seed else [])
             + ([f"--num-eval {a.num_eval}"] if a.num_eval != 5 else [])
             + (["--baseline"] if a.baseline else [])),
     }

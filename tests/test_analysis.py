@@ -159,6 +159,16 @@ def test_analyze(seq_synset, digits, tmp_path):
     assert again["manifold"] == r["manifold"]
 
 
+def test_analyze_ipc1_has_no_update_signal(digits):
+    """A pairwise similarity needs two images of a class: at IPC 1 analyze reports None."""
+    train, _ = digits
+    x, y = train.sample_balanced(1, torch.Generator().manual_seed(0))
+    one = SyntheticSet(x + 0.1, y, train.class_names, train.preprocessing, initial=x.clone())
+    r = analyze(one, train=train, max_real=100, k=3, tsne=False)
+    assert r["update_signal"] is None and r["manifold"]["synthetic_images"] == 10
+    assert "n/a" in format_report(r)
+
+
 def test_feature_network_kinds(digits):
     train, _ = digits
     net = feature_network(train, kind="trained", net="convnet-w32", epochs=1)

@@ -41,7 +41,7 @@ def analyze(
     """Diagnostics of ``synset`` (a SyntheticSet, a ``synset.pt`` or its run folder).
 
     * ``update_signal``: update-signal similarity (EDD Figure 1) when the set keeps its initial
-      images (``SyntheticSet.initial``), else None;
+      images (``SyntheticSet.initial``) and some class has two or more, else None (IPC 1);
     * ``manifold``: k-NN precision / recall / coverage of ``max_real`` random real training
       images by the synthetic set in a fixed feature space (``features``: ``"random"`` or
       ``"trained"`` ``net`` from ``seed``; see :func:`feature_network`);
@@ -72,7 +72,8 @@ def analyze(
                               "dataset": meta.get("dataset"), "ipc": synset.ipc}
 
     result["update_signal"] = None
-    if synset.initial is not None:
+    # a pairwise similarity needs a pair: at IPC 1 it is undefined, not an error of the caller
+    if synset.initial is not None and int(torch.bincount(synset.hard_labels).max()) >= 2:
         result["update_signal"] = update_signal_similarity(
             synset.images, synset.initial, synset.hard_labels, seg_stored_t)
 
@@ -113,7 +114,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [f"{result.get('dataset')}, IPC {result.get('ipc')}, {name}"]
     us = result.get("update_signal")
     if us is None:
-        lines.append("update-signal similarity: n/a (the set keeps no initial images)")
+        lines.append("update-signal similarity: n/a (no initial images kept, or IPC 1)")
     else:
         line = f"update-signal similarity (mean pairwise cosine within a class): {us['mean']:.4f}"
         if us.get("within_segment") is not None and us.get("across_segment") is not None:
