@@ -12,12 +12,16 @@ Variants (``--variant``):
 * ``noreg``: filtering without the regulariser (``reg_weight 0``);
 * ``seq-trained``: ``seq`` with matching networks started from the probe (``init_from_trained``).
 
+``--reg-weight W`` / ``--drop-fraction P`` override the variant's value (a sweep of the strategy's
+two knobs); the file name and the recorded command carry them.
+
 Each row is written to ``benchmarks/results/sequential/<method>-ipc<N>-<variant>[-...].json``
 (the set beside it as ``.pt``, a checkpoint while it runs: a killed run resumes);
 ``benchmarks/report.py`` puts the rows into BENCHMARKS.md.
 
     python benchmarks/bench_sequential.py --method dm --ipc 10 --segments 2 --steps 120 --variant seq
     python benchmarks/bench_sequential.py --method dm --ipc 10 --steps 120 --variant base
+    python benchmarks/bench_sequential.py --method dm --ipc 10 --segments 2 --steps 120 --reg-weight 0.3
 """
 
 from __future__ import annotations
@@ -60,12 +64,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-eval", type=int, default=5)
     ap.add_argument("--baseline", action="store_true", help="also evaluate the random subset")
+    ap.add_argument("--reg-weight", type=float, default=None, help="override the variant's")
+    ap.add_argument("--drop-fraction", type=float, default=None, help="override the variant's")
     a = ap.parse_args()
     options = VARIANTS[a.variant]
-    if options is not None and a.segments is not None:
-        options = {**options, "segments": a.segments}
+    overrides = {k: v for k, v in (("segments", a.segments), ("reg_weight", a.reg_weight),
+                                   ("drop_fraction", a.drop_fraction)) if v is not None}
+    if options is None and set(overrides) - {"segments"}:
+        ap.error("--reg-weight / --drop-fraction apply to the strategy variants, not to 'base'")
+    if options is not None:
+        options = {**options, **overrides}
     name = "-".join([f"{a.method}-ipc{a.ipc}-{a.variant}"]
                     + ([f"k{a.segments}"] if a.segments and options is not None else [])
+                    + ([f"reg{a.reg_weight:g}"] if a.reg_weight is not None else [])
+                    + ([f"drop{a.drop_fraction:g}"] if a.drop_fraction is not None else [])
                     + ([f"s{a.steps}"] if a.steps else [])
                     + ([a.preset] if a.preset != "fast" else [])
                     + ([f"seed{a.seed}"] if a.seed else []))
@@ -105,6 +117,8 @@ def main() -> None:
             ([f"--dataset {a.dataset}"] if a.dataset != "fashion-mnist" else [])
             + [f"--method {a.method} --ipc {a.ipc} --variant {a.variant}"]
             + ([f"--segments {a.segments}"] if a.segments else [])
+            + ([f"--reg-weight {a.reg_weight:g}"] if a.reg_weight is not None else [])
+            + ([f"--drop-fraction {a.drop_fraction:g}"] if a.drop_fraction is not None else [])
             + ([f"--steps {a.steps}"] if a.steps else [])
             + ([f"--preset {a.preset}"] if a.preset != "fast" else [])
             + ([f"--seed {a.seed}"] if a.seed else [])

@@ -28,6 +28,8 @@ GM_METHODS = ["dc", "dsa", "idc"]  # issue 3 measures these at IPC 1 and 10
 # results written before the scripts recorded the machine were all measured on this one
 MACHINE_AMX = "cpu: Intel Xeon with AVX-512 and AMX (bf16 native), 2 cores, torch 2.13.0"
 IPCS = [1, 10, 50]
+_DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10",
+                  "cifar100": "CIFAR-100", "digits": "8x8 digits"}
 
 
 def _load(path: Path) -> dict | None:
@@ -265,19 +267,32 @@ def frepo_section() -> list[str]:
     return lines
 
 
+def _variant_label(r: dict) -> str:
+    """The variant's name plus any strategy knob set away from that variant's own value."""
+    own = {"noreg": {"reg_weight": 0.0}, "nofilter": {"drop_fraction": 0.0}}.get(r["variant"], {})
+    opts = r.get("strategy_options") or {}
+    extra = [f"{k.split('_')[0]} {opts[k]:g}" for k in ("reg_weight", "drop_fraction")
+             if k in opts and opts[k] != own.get(k)]
+    return r["variant"] + (f" ({', '.join(extra)})" if extra else "")
+
+
 def sequential_section() -> list[str]:
     """Base method vs the sequential-segments strategy at equal steps (bench_sequential.py)."""
-    lines = ["## Sequential segments vs the base method (Fashion-MNIST, ConvNet-3)", ""]
     loaded = [json.loads(p.read_text()) for p in sorted((RESULTS / "sequential").glob("*.json"))]
+    datasets = sorted({_DATASET_NAMES.get(r["dataset"], r["dataset"]) for r in loaded})
+    lines = [f"## Sequential segments vs the base method ({', '.join(datasets) or 'Fashion-MNIST'}"
+             ", ConvNet-3)", ""]
     order = {"base": 0, "seq": 1, "nofilter": 2, "noreg": 3, "seq-trained": 4}
-    rows = sorted(loaded, key=lambda r: (r["method"], r["ipc"], r["steps"],
-                                         order.get(r["variant"], 9)))
+    rows = sorted(loaded, key=lambda r: (r["dataset"], r["method"], r["ipc"], r["steps"],
+                                         order.get(r["variant"], 9), _variant_label(r)))
     if not rows:
         return lines + ["Not yet measured: `python benchmarks/bench_sequential.py --method dm "
                         "--ipc 10 --segments 2 --steps 120 --variant seq` (and `--variant base`)",
                         ""]
+    nets = sorted({r["num_eval"] for r in rows})
     lines += [
-        "Last-epoch test accuracy, mean ± std over 5 networks (seeds 0-4), the base method and the",
+        f"Last-epoch test accuracy, mean ± std over {'/'.join(map(str, nets))} networks (seeds "
+        "from 0), the base method and the",
         "strategy at the same total number of image-update steps (the strategy's probe trainings",
         "and regulariser pass are extra and included in its wall time). Update-signal similarity:",
         "mean within-class cosine similarity of (final - initial) images (EDD Figure 1; lower =",
@@ -296,7 +311,7 @@ def sequential_section() -> list[str]:
         us = (r.get("update_signal") or {}).get("mean")
         m = r["manifold"]
         lines.append(
-            f"| {r['method']} | {r['variant']} | {r['ipc']} | {len(segs) or 1} | {r['steps']} | "
+            f"| {r['method']} | {_variant_label(r)} | {r['ipc']} | {len(segs) or 1} | {r['steps']} | "
             f"{sc['mean']:.2f} ± {sc['std']:.2f} | " + ("-" if us is None else f"{us:.3f}")
             + f" | {m['recall']:.3f} | {m['coverage']:.3f} | "
             + (" / ".join(str(s["pool_size"]) for s in segs) or "-") + " | "
