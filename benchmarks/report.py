@@ -294,7 +294,8 @@ def sequential_section() -> list[str]:
         f"Last-epoch test accuracy, mean ± std over {'/'.join(map(str, nets))} networks (seeds "
         "from 0), the base method and the",
         "strategy at the same total number of image-update steps (the strategy's probe trainings",
-        "and regulariser pass are extra and included in its wall time). Update-signal similarity:",
+        "and regulariser pass are extra and included in its wall time; a base row with about twice",
+        "the steps is the equal-compute comparison, see the notes). Update-signal similarity:",
         "mean within-class cosine similarity of (final - initial) images (EDD Figure 1; lower =",
         "more diverse updates). Recall / coverage: k-NN manifold (k = 5) of 5,000 real training",
         "images in the features of a fixed random ConvNet-3. Forgotten: real training images the",
