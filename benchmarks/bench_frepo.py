@@ -3,7 +3,8 @@ then evaluate under the ``frepo`` protocol (and optionally the KRR predictor), n
 real subset under the same protocol and seeds.
 
 Each row is written to ``benchmarks/results/frepo/<name>.json`` (the synthetic set beside it as
-``.pt``); ``benchmarks/report.py`` puts the rows into BENCHMARKS.md. Wall time depends on other
+``.pt``; a killed run resumes its distillation or its evaluation, see ``benchmarks/common.py``);
+``benchmarks/report.py`` puts the rows into BENCHMARKS.md. Wall time depends on other
 load on the machine, so the process CPU time (both threads together) and the load average are
 recorded too.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from common import eval_checkpoint, interrupted_set  # benchmarks/common.py
 from datadistill import load_dataset
 from datadistill.config import parse_override
 from datadistill.evaluate import evaluate, get_protocol
@@ -67,29 +69,39 @@ def main() -> None:
                  "strategy_options": strategy_options,
                  "overrides": overrides, "seed": a.seed, "threads": torch.get_num_threads(),
                  "load_average_start": os.getloadavg()[0]}
-    if a.synset:
-        synset = SyntheticSet.load(a.synset)
-        row["synset"] = a.synset
+    strategy = STRATEGIES.get(a.strategy)(strategy_options) if a.strategy else None
+    d = make_distiller("frepo", dataset=a.dataset, ipc=a.ipc, preset=a.preset, overrides=overrides)
+    saved = None if a.synset else interrupted_set(
+        RESULTS / f"{name}.pt", RESULTS / f"{name}.json", seed=a.seed,
+        config={**d.config, **({"strategy": {"name": strategy.name, **strategy.options}}
+                               if strategy else {})})
+    if a.synset or saved is not None:
+        synset = saved or SyntheticSet.load(a.synset)
+        row["synset"] = a.synset or str(RESULTS / f"{name}.pt")
         row["distill_seconds"] = synset.meta.get("distill_seconds")
         row["config"] = synset.meta.get("config")
     else:
-        d = make_distiller("frepo", dataset=a.dataset, ipc=a.ipc, preset=a.preset,
-                           overrides=overrides)
         row["config"] = d.config
+        ckpt = RESULTS / f"{name}.ckpt.pt"
         w0, c0 = time.perf_counter(), time.process_time()
-        if a.strategy:
-            synset = STRATEGIES.get(a.strategy)(strategy_options).run(d, train, a.ipc, seed=a.seed)
+        if strategy is not None:
+            synset = strategy.run(d, train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
         else:
-            synset = d.distill(train, a.ipc, seed=a.seed)
-        row["distill_seconds"] = time.perf_counter() - w0
-        row["distill_cpu_seconds"] = time.process_time() - c0
+            synset = d.distill(train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
+        # a resumed run counts only its own time; the set's meta carries the whole run's
+        row["distill_seconds"] = float(synset.meta.get("distill_seconds")
+                                       or time.perf_counter() - w0)
+        row["distill_cpu_seconds"] = time.process_time() - c0  # this process only
         synset.save(RESULTS / f"{name}.pt")
+        for p in RESULTS.glob(f"{name}.ckpt*.pt"):
+            p.unlink()
         row["synset"] = str(RESULTS / f"{name}.pt")
     row["load_average_after_distill"] = os.getloadavg()[0]
     for proto in ("frepo", "frepo-krr") if a.krr else ("frepo",):
         c0 = time.process_time()
         r = evaluate(synset, get_protocol(proto), num_eval=a.num_eval, seed=0, train=train,
-                     test=test, baseline=not a.no_baseline)
+                     test=test, baseline=not a.no_baseline,
+                     checkpoint=eval_checkpoint(RESULTS, f"{name}-{proto}"))
         row[proto] = r.to_dict()
         row[proto]["cpu_seconds"] = time.process_time() - c0
         print(r.table(), flush=True)
@@ -106,6 +118,8 @@ def main() -> None:
     row["machine"] = machine_description()
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(row, indent=2, default=str))
     print(f"wrote {RESULTS / f'{name}.json'}")
+    for proto in ("frepo", "frepo-krr"):
+        eval_checkpoint(RESULTS, f"{name}-{proto}").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

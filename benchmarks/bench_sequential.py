@@ -16,7 +16,8 @@ Variants (``--variant``):
 two knobs); the file name and the recorded command carry them.
 
 Each row is written to ``benchmarks/results/sequential/<method>-ipc<N>-<variant>[-...].json``
-(the set beside it as ``.pt``, a checkpoint while it runs: a killed run resumes);
+(the set beside it as ``.pt``; a killed run resumes its distillation or its evaluation, see
+``benchmarks/common.py``);
 ``benchmarks/report.py`` puts the rows into BENCHMARKS.md.
 
     python benchmarks/bench_sequential.py --method dm --ipc 10 --segments 2 --steps 120 --variant seq
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from common import eval_checkpoint, interrupted_set  # benchmarks/common.py
 from datadistill import load_dataset
 from datadistill.analysis.report import analyze
 from datadistill.evaluate import evaluate
@@ -86,21 +88,26 @@ def main() -> None:
     d = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
                        overrides={"steps": a.steps} if a.steps else None)
     ckpt = RESULTS / f"{name}.ckpt.pt"
+    strategy = None if options is None else STRATEGIES.get("sequential")(options)
     w0, c0 = time.perf_counter(), time.process_time()
-    if options is None:
-        synset = d.distill(train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
-    else:
-        synset = STRATEGIES.get("sequential")(options).run(d, train, a.ipc, seed=a.seed,
-                                                            checkpoint=ckpt, resume=True)
+    synset = interrupted_set(RESULTS / f"{name}.pt", RESULTS / f"{name}.json", config=d.config,
+                             seed=a.seed, strategy=None if strategy is None else
+                             {"name": strategy.name, "options": strategy.options})
+    distill_cpu_s = None  # unknown for a set an interrupted run made
+    if synset is None:
+        if strategy is None:
+            synset = d.distill(train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
+        else:
+            synset = strategy.run(d, train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
+        distill_cpu_s = time.process_time() - c0  # this process only
+        synset.save(RESULTS / f"{name}.pt")
+        for p in RESULTS.glob(f"{name}.ckpt*.pt"):
+            p.unlink()
     # a resumed run counts only its own wall time; the set's meta carries the whole run's
     distill_s = float(synset.meta.get("distill_seconds") or time.perf_counter() - w0)
-    distill_cpu_s = time.process_time() - c0  # this process only
-    synset.save(RESULTS / f"{name}.pt")
-    for p in RESULTS.glob(f"{name}.ckpt*.pt"):
-        p.unlink()
     protocol = d.default_protocol  # the protocol that fits the method (idc for IDC, else dsa)
     r = evaluate(synset, protocol, ["convnet"], a.num_eval, seed=0, train=train, test=test,
-                 baseline=a.baseline)
+                 baseline=a.baseline, checkpoint=eval_checkpoint(RESULTS, name))
     print(r.table(), flush=True)
     diag = analyze(synset, train=train, tsne=False, seed=0)
     row = {
@@ -127,6 +134,7 @@ def main() -> None:
     }
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(row, indent=2, default=str))
     print(f"wrote {RESULTS / f'{name}.json'}")
+    eval_checkpoint(RESULTS, name).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 ``fast`` preset and evaluated under the ``dsa`` protocol (``idc`` for IDC) with 5 ConvNet-3
 networks.
 
-Each finished row is cached in ``benchmarks/results/table/<method>-ipc<N>.json`` so an interrupted
-run (or a later session) continues where it stopped; ``--force`` recomputes. The table itself is
+Each finished row is cached in ``benchmarks/results/table/<method>-ipc<N>.json`` and a killed row
+resumes (its distillation from a checkpoint, its evaluation from the finished networks; see
+``benchmarks/common.py``), so an interrupted run (or a later session) continues where it stopped;
+``--force`` recomputes. The table itself is
 written by ``benchmarks/report.py``.
 
     python benchmarks/run_all.py --methods random,herding,k-center,dm --ipcs 1,10,50
@@ -19,29 +21,39 @@ from pathlib import Path
 
 import torch
 
+from common import eval_checkpoint, interrupted_set  # benchmarks/common.py
 from datadistill import load_dataset
 from datadistill.evaluate import evaluate
-from datadistill.methods import METHODS, distill
+from datadistill.methods import METHODS, make_distiller
 from datadistill.utils import Timer, atomic_write_text, machine_description, peak_memory_mb, tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "table"
 
 
 def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dict:
-    with Timer() as t_distill:
-        synset = distill(method, train, ipc, preset="fast", seed=seed)
-    distill_s = t_distill.seconds
+    out = RESULTS / f"{method}-ipc{ipc}"
+    d = make_distiller(method, dataset="fashion-mnist", ipc=ipc, preset="fast")
+    synset = interrupted_set(out.with_suffix(".pt"), out.with_suffix(".json"), config=d.config,
+                             seed=seed)
+    if synset is None:
+        with Timer() as t_distill:
+            synset = d.distill(train, ipc, seed=seed, checkpoint=out.with_suffix(".ckpt.pt"),
+                               resume=True)
+        distill_s = t_distill.seconds
+        synset.save(out.with_suffix(".pt"))
+        for p in RESULTS.glob(f"{out.name}.ckpt*.pt"):
+            p.unlink()
+    else:  # its distillation finished in the killed run, which recorded its time in the set
+        distill_s = synset.meta["distill_seconds"]
     if synset.meta.get("embedding_cached"):  # herding/k-center reused the embedding: count it
         distill_s += synset.meta["embedding_seconds"]
-    out = RESULTS / f"{method}-ipc{ipc}"
-    synset.save(out.with_suffix(".pt"))
     protocol = METHODS.get(method).default_protocol  # idc for IDC, frepo for FRePo, else dsa
     # the random rows of the table are under ``dsa``; under another protocol the row carries its
     # own random subset (same protocol and seeds), as every comparison must
     with_baseline = protocol != "dsa" and method != "random"
     with Timer() as t_eval:
-        res = evaluate(synset, protocol, ["convnet"], num_eval, seed=0,
-                       train=train, test=test, baseline=with_baseline)
+        res = evaluate(synset, protocol, ["convnet"], num_eval, seed=0, train=train, test=test,
+                       baseline=with_baseline, checkpoint=eval_checkpoint(RESULTS, out.name))
     s = res.scores["convnet"]
     base = res.baseline["convnet"] if res.baseline else None
     row = {
@@ -79,6 +91,7 @@ def main() -> None:
                 continue
             row = run_row(method, ipc, train, test, a.num_eval, a.seed)
             atomic_write_text(path, json.dumps(row, indent=2))
+            eval_checkpoint(RESULTS, path.stem).unlink(missing_ok=True)
             print(f"{method} ipc {ipc}: {row['mean']:.2f} ± {row['std']:.2f}", flush=True)
 
 

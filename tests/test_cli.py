@@ -268,6 +268,73 @@ def test_e2e_rerun_same_out_refused(e2e_run, capsys):
     assert (out / "synset.pt").read_bytes() == before
 
 
+def test_interrupted_evaluation_resumes(capsys, tmp_path, monkeypatch):
+    """A run killed during its evaluation keeps its set and finished networks; --resume trains
+    only the missing networks and gives the uninterrupted run's result."""
+    import datadistill.evaluate.api as api
+
+    out = tmp_path / "run"
+    argv = ["distill", "--dataset", "digits", "--method", "random", "--ipc", "2", "--protocol",
+            "dc", "--epochs", "5", "--num-eval", "2", "--models", "mlp", "--no-compile",
+            "--precision", "fp32", "--quiet", "--out", out]
+    real_train = api.train_and_test
+    seeds = []
+
+    def killed_at_second(*args, **kwargs):
+        seeds.append(kwargs["seed"])
+        if len(seeds) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(api, "train_and_test", killed_at_second)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 130 and "--resume" in err
+    assert (out / "synset.pt").exists() and not (out / "metrics.json").exists()
+    first = json.loads((out / "eval-checkpoint.json").read_text())["networks"]
+    assert list(first) == ["scores/mlp/0"]
+    set_bytes = (out / "synset.pt").read_bytes()
+
+    code, _, err = run_cli(capsys, *argv)  # without --resume: refused, nothing touched
+    assert code == 2 and "evaluation was interrupted" in err and "--resume" in err
+    other_ipc = [*argv[:6], "3", *argv[7:]]
+    assert argv[5:7] == ["--ipc", "2"]
+    code, _, err = run_cli(capsys, *other_ipc, "--resume")
+    assert code == 2 and "resume with the original arguments" in err
+
+    monkeypatch.setattr(api, "train_and_test", real_train)
+    code, _, err = run_cli(capsys, *argv, "--resume")
+    assert code == 0, err
+    assert (out / "synset.pt").read_bytes() == set_bytes  # not distilled again
+    assert not (out / "eval-checkpoint.json").exists()
+    ev = json.loads((out / "metrics.json").read_text())["evaluation"]
+    assert ev["scores"]["mlp"]["accuracies"][0] == first["scores/mlp/0"]["accuracy"]
+    whole = tmp_path / "whole"
+    code, _, err = run_cli(capsys, *argv[:-1], whole)
+    assert code == 0, err
+    again = json.loads((whole / "metrics.json").read_text())["evaluation"]
+    for part in ("scores", "baseline"):
+        assert again[part]["mlp"]["accuracies"] == ev[part]["mlp"]["accuracies"]
+
+
+def test_evaluate_command_checkpoint(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "distill", "--dataset", "digits", "--method", "random", "--ipc",
+                           "2", "--no-eval", "--quiet", "--out", out)
+    assert code == 0, err
+    ckpt = tmp_path / "eval.json"
+    argv = ["evaluate", out, "--protocol", "dc", "--epochs", "3", "--num-eval", "1", "--models",
+            "mlp", "--no-baseline", "--no-compile", "--precision", "fp32", "--quiet",
+            "--checkpoint", ckpt]
+    code, first, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert list(json.loads(ckpt.read_text())["networks"]) == ["scores/mlp/0"]
+    code, again, err = run_cli(capsys, *argv)
+    assert code == 0 and again.splitlines()[:3] == first.splitlines()[:3]
+    assert argv[4:6] == ["--epochs", "3"]
+    code, _, err = run_cli(capsys, *argv[:5], "4", *argv[6:])  # other epochs: refused
+    assert code == 2 and "different evaluation" in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_fashion_mnist_slice_end_to_end():
     if not FASHION_DIR.is_dir():

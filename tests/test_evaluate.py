@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -273,3 +275,61 @@ def test_tune_allocator_is_safe_to_call_twice():
     assert first == second
     if not sys.platform.startswith("linux"):
         assert first is False
+
+
+# ------------------------------------------------------------------------------ resumable
+
+
+def test_evaluate_checkpoint_resumes_without_retraining(digits, synset, tmp_path, monkeypatch):
+    import datadistill.evaluate.api as api
+
+    train, test = digits
+    ckpt = tmp_path / "eval.json"
+    first = evaluate(synset, SHORT, ["mlp"], num_eval=2, seed=0, train=train, test=test,
+                     baseline=True, checkpoint=ckpt, **FAST)
+    assert set(json.loads(ckpt.read_text())["networks"]) == {
+        "scores/mlp/0", "scores/mlp/1", "baseline/mlp/0", "baseline/mlp/1"}
+    calls = []
+    real_train = api.train_and_test
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(api, "train_and_test", counting)
+    again = evaluate(synset, SHORT, ["mlp"], num_eval=2, seed=0, train=train, test=test,
+                     baseline=True, checkpoint=ckpt, **FAST)
+    assert calls == []  # everything came from the file
+    assert again.scores["mlp"].accuracies == first.scores["mlp"].accuracies
+    assert again.baseline["mlp"].accuracies == first.baseline["mlp"].accuracies
+    # one more network per set: only the two new ones train, and they match a fresh run
+    more = evaluate(synset, SHORT, ["mlp"], num_eval=3, seed=0, train=train, test=test,
+                    baseline=True, checkpoint=ckpt, **FAST)
+    assert calls == [2, 2]
+    fresh = evaluate(synset, SHORT, ["mlp"], num_eval=3, seed=0, train=train, test=test,
+                     baseline=True, **FAST)
+    assert more.scores["mlp"].accuracies == fresh.scores["mlp"].accuracies
+    assert more.baseline["mlp"].accuracies == fresh.baseline["mlp"].accuracies
+
+
+def test_evaluate_checkpoint_refuses_another_evaluation(digits, synset, tmp_path):
+    train, test = digits
+    ckpt = tmp_path / "eval.json"
+    evaluate(synset, SHORT.with_(epochs=2), ["mlp"], num_eval=1, seed=0, train=train, test=test,
+             baseline=False, checkpoint=ckpt, **FAST)
+    before = ckpt.read_text()
+    with pytest.raises(ConfigError, match="different evaluation.*seed"):
+        evaluate(synset, SHORT.with_(epochs=2), ["mlp"], num_eval=1, seed=1, train=train,
+                 test=test, baseline=False, checkpoint=ckpt, **FAST)
+    with pytest.raises(ConfigError, match="different evaluation.*protocol"):
+        evaluate(synset, SHORT.with_(epochs=3), ["mlp"], num_eval=1, seed=0, train=train,
+                 test=test, baseline=False, checkpoint=ckpt, **FAST)
+    other = subset_synset(train, 10, seed=2)
+    with pytest.raises(ConfigError, match="different evaluation.*synset"):
+        evaluate(other, SHORT.with_(epochs=2), ["mlp"], num_eval=1, seed=0, train=train,
+                 test=test, baseline=False, checkpoint=ckpt, **FAST)
+    assert ckpt.read_text() == before  # a refused run leaves the file alone
+    ckpt.write_text("{not json")
+    with pytest.raises(ConfigError, match="not a readable evaluation checkpoint.*delete it"):
+        evaluate(synset, SHORT.with_(epochs=2), ["mlp"], num_eval=1, seed=0, train=train,
+                 test=test, baseline=False, checkpoint=ckpt, **FAST)

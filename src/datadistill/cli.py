@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset hyperparameter (repeatable), e.g. --set lr_img=2")
     d.add_argument("--out", default=None, help="run folder (default runs/DATASET-METHOD-ipcN-sS)")
-    d.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    d.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (its distillation or evaluation)")
     d.add_argument("--no-eval", action="store_true", help="only distil")
     d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (fit on train)")
     d.add_argument("--im-size", type=int, default=None, help="imagefolder only: resize to this")
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_args(e)
     _data_args(e)
     e.add_argument("--out", default=None, help="write the result as JSON here")
+    e.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="record each finished network in FILE (JSON); rerunning with the same "
+                        "FILE trains only the missing networks")
 
     x = sub.add_parser("export", help="export a synthetic set to PNG folders, .npz or a grid")
     x.add_argument("path")
@@ -194,14 +198,15 @@ def _protocol(a: argparse.Namespace, method: str | None) -> Any:
     return proto
 
 
-def _evaluate(synset: Any, a: argparse.Namespace, train: Any, test: Any) -> Any:
+def _evaluate(synset: Any, a: argparse.Namespace, train: Any, test: Any,
+              checkpoint: Path | None) -> Any:
     from datadistill.evaluate import evaluate
 
     proto = _protocol(a, synset.meta.get("method"))
     return evaluate(synset, proto, a.models, a.num_eval, a.eval_seed, train=train, test=test,
                     baseline=not a.no_baseline, device=a.device, precision=a.precision,
                     compile=False if a.no_compile else "auto", data_root=a.data_root,
-                    progress=not a.quiet)
+                    progress=not a.quiet, checkpoint=checkpoint)
 
 
 def cmd_distill(a: argparse.Namespace) -> None:
@@ -227,9 +232,12 @@ def cmd_distill(a: argparse.Namespace) -> None:
     train, test = load_dataset(a.dataset, a.data_root, zca=zca, im_size=a.im_size)
     check_ipc(train, a.ipc)
     out = Path(a.out or f"runs/{a.dataset}-{a.method}-ipc{a.ipc}-s{a.seed}")
-    if (out / "synset.pt").exists():
+    if (out / "metrics.json").exists():
         raise ConfigError(f"{out} already holds a finished run: choose another --out, delete it, "
                           f"or evaluate it with `datadistill evaluate {out}`")
+    if (out / "synset.pt").exists() and not a.resume:
+        raise ConfigError(f"{out} holds a distilled set whose evaluation was interrupted: add "
+                          "--resume to finish it, or choose another --out")
     if (out / "checkpoint.pt").exists() and not a.resume:
         raise ConfigError(f"{out} holds an interrupted run: add --resume to continue it, or "
                           "choose another --out")
@@ -258,14 +266,18 @@ def _distill_run(a: argparse.Namespace, distiller: Any, train: Any, test: Any, o
     log.info("distilling %s with %s at IPC %d (%s preset) into %s", a.dataset, a.method, a.ipc,
              a.preset, out)
     t0 = time.perf_counter()
-    run = distiller.distill if strategy is None else (
-        lambda *args, **kw: strategy.run(distiller, *args, **kw))
-    synset = run(train, a.ipc, seed=a.seed, device=device, checkpoint=out / "checkpoint.pt",
-                 resume=a.resume, progress=not a.quiet)
+    if (out / "synset.pt").exists():  # --resume after the distillation had finished
+        synset = _finished_synset(out / "synset.pt", a)
+        log.info("resuming the evaluation of %s", out / "synset.pt")
+    else:
+        run = distiller.distill if strategy is None else (
+            lambda *args, **kw: strategy.run(distiller, *args, **kw))
+        synset = run(train, a.ipc, seed=a.seed, device=device, checkpoint=out / "checkpoint.pt",
+                     resume=a.resume, progress=not a.quiet)
+        synset.save(out / "synset.pt")
+        synset.save_grid(out / "grid.png")
+        (out / "checkpoint.pt").unlink(missing_ok=True)
     distill_s = time.perf_counter() - t0
-    synset.save(out / "synset.pt")
-    synset.save_grid(out / "grid.png")
-    (out / "checkpoint.pt").unlink(missing_ok=True)
     metrics: dict[str, Any] = {
         "distill_seconds": synset.meta.get("distill_seconds", round(distill_s, 2)),
         "peak_memory_mb": round(peak_memory_mb(device), 1),
@@ -274,13 +286,32 @@ def _distill_run(a: argparse.Namespace, distiller: Any, train: Any, test: Any, o
           f"distilled in {metrics['distill_seconds']:.1f} s")
     log.info("distilled in %.1f s", distill_s)
     if not a.no_eval:
-        result = _evaluate(synset, a, train, test)
+        result = _evaluate(synset, a, train, test, out / "eval-checkpoint.json")
         metrics["evaluation"] = result.to_dict()
         print(result.table())
         log.info("\n%s", result.table())
     metrics["peak_memory_mb"] = round(peak_memory_mb(device), 1)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    (out / "eval-checkpoint.json").unlink(missing_ok=True)
     print(f"run folder: {out}")
+
+
+def _finished_synset(path: Path, a: argparse.Namespace) -> Any:
+    """The set a killed run had finished distilling, checked against this command's arguments."""
+    from datadistill.synthetic import SyntheticSet
+
+    synset = SyntheticSet.load(path)
+    meta = synset.meta
+    strategy = meta.get("strategy")
+    found = (meta.get("dataset"), meta.get("method"), synset.stored_ipc, meta.get("seed"),
+             strategy.get("name") if isinstance(strategy, dict) else None)
+    wanted = (a.dataset, a.method, a.ipc, a.seed,
+              a.strategy_obj.name if a.strategy_obj is not None else None)
+    if found != wanted:
+        raise ConfigError(f"{path} was distilled with (dataset, method, IPC, seed, strategy) = "
+                          f"{found}, not {wanted}: resume with the original arguments, or choose "
+                          "another --out")
+    return synset
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -290,7 +321,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if a.num_eval < 1:
         raise ConfigError("--num-eval must be >= 1")
     synset = SyntheticSet.load(a.path)
-    result = _evaluate(synset, a, None, None)
+    result = _evaluate(synset, a, None, None, a.checkpoint)
     print(result.table())
     if a.out:
         atomic_write_text(a.out, json.dumps(result.to_dict(), indent=2))
@@ -356,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = " (continue with the same command plus --resume)" if args.command == "distill" else ""
+        hint = {"distill": " (continue with the same command plus --resume)",
+                "evaluate": (" (rerun with the same --checkpoint FILE to keep the finished "
+                             "networks)")}.get(args.command, "")
         print(f"datadistill: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from datadistill.data import Preprocessing, RealDataset, load_dataset
 from datadistill.errors import ConfigError
+from datadistill.evaluate.checkpoint import EvalCheckpoint, tensor_digest
 from datadistill.evaluate.frepo_train import frepo_strategy
 from datadistill.evaluate.protocols import Protocol, get_protocol
 from datadistill.evaluate.train import train_and_test
@@ -168,6 +170,7 @@ def evaluate(
     compile: bool | str = "auto",
     data_root: str | None = None,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> EvalResult:
     """Train ``num_eval`` fresh networks of each architecture on ``synset`` and test them.
 
@@ -187,13 +190,17 @@ def evaluate(
             ``"fp32"``.
         compile: ``torch.compile`` the training step: True, False or ``"auto"`` (when the run is
             long enough to repay the compilation, about 30-60 s on a CPU).
+        checkpoint: a JSON file that records each finished network; an evaluation given the
+            file of an interrupted one trains only the networks still missing (same results,
+            see :mod:`datadistill.evaluate.checkpoint`). ``wall_seconds`` then counts this call
+            only; the per-network seconds are each network's own.
 
     Returns:
         EvalResult with per-network last-epoch accuracies (percent).
 
     Raises:
-        UnknownNameError: unknown protocol or network. ConfigError: ``num_eval < 1`` or a test set
-        that does not fit the synthetic set.
+        UnknownNameError: unknown protocol or network. ConfigError: ``num_eval < 1``, a test set
+        that does not fit the synthetic set, or a ``checkpoint`` written for another evaluation.
     """
     proto = get_protocol(protocol)
     if models is None:
@@ -234,15 +241,28 @@ def evaluate(
         bx, by = random_subset(train, synset.stored_ipc, seed)
         runs += [("baseline", m, bx, by, None) for m in models]
     results: dict[str, dict[str, ModelScores]] = {"scores": {}, "baseline": {}}
+    resolved_precision = resolve_precision(precision, dev)
+    done = None if checkpoint is None else EvalCheckpoint(checkpoint, {
+        "synset": tensor_digest(images, labels), "lr": synset.lr, "protocol": proto.to_dict(),
+        "seed": seed, "dsa_strategy": strategy, "precision": resolved_precision,
+        "compile": use_compile, "device": dev.type, "test": test.checksum(),
+        "baseline": [train.checksum(), synset.stored_ipc] if baseline else None})
     test_dev = test.to(dev)
     with Timer() as total, tqdm(total=len(runs) * num_eval, desc=f"evaluate ({proto.name})",
                                 disable=not progress, dynamic_ncols=True) as bar:
         for part, model, x, y, lr in runs:
             accs, secs = [], []
             for i in range(num_eval):
-                acc, sec = train_and_test(model, x, y, test_dev, proto, seed=seed + i,
-                                          dsa_strategy=strategy, device=dev, precision=precision,
-                                          compile=use_compile, lr=lr)
+                key = EvalCheckpoint.key(part, model, i)
+                finished = None if done is None else done.get(key)
+                if finished is None:
+                    acc, sec = train_and_test(model, x, y, test_dev, proto, seed=seed + i,
+                                              dsa_strategy=strategy, device=dev,
+                                              precision=precision, compile=use_compile, lr=lr)
+                    if done is not None:
+                        done.record(key, acc, sec)
+                else:
+                    acc, sec = finished
                 accs.append(acc)
                 secs.append(sec)
                 bar.set_postfix(model=model, set=part, acc=f"{acc:.2f}")
@@ -257,6 +277,6 @@ def evaluate(
         baseline=results["baseline"] if baseline else None,
         wall_seconds=total.seconds,
         settings={"num_eval": num_eval, "seed": seed,
-                  "precision": resolve_precision(precision, dev),
+                  "precision": resolved_precision,
                   "compile": use_compile, "device": str(dev), "dsa_strategy": strategy},
     )

@@ -1,0 +1,33 @@
+"""What the benchmark scripts share: resuming a row whose run was killed.
+
+A row's distillation checkpoints into ``<name>.ckpt.pt`` (removed once the set is saved as
+``<name>.pt``); its evaluation records each finished network in ``<name>.eval-ckpt.json``
+(:mod:`datadistill.evaluate.checkpoint`). A rerun of the same command therefore continues where
+the killed one stopped, and reports what an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from datadistill.synthetic import SyntheticSet
+
+
+def interrupted_set(pt: Path, row: Path, **expected: Any) -> SyntheticSet | None:
+    """The set a killed run saved at ``pt`` before its row ``row`` was written, if its metadata
+    has the ``expected`` values (e.g. ``config=``, ``seed=``); else None (distil again)."""
+    if row.exists() or not pt.exists():
+        return None
+    synset = SyntheticSet.load(pt)
+    other = sorted(k for k, v in expected.items() if synset.meta.get(k) != v)
+    if other:
+        print(f"{pt} was made with another {', '.join(other)}: distilling again", flush=True)
+        return None
+    print(f"{pt}: the set of an interrupted run; its evaluation resumes", flush=True)
+    return synset
+
+
+def eval_checkpoint(results: Path, name: str) -> Path:
+    """Where the evaluation of row ``name`` records its finished networks."""
+    return results / f"{name}.eval-ckpt.json"
