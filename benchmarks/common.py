@@ -1,7 +1,7 @@
 """What the benchmark scripts share: resuming a row whose run was killed.
 
 A row's distillation checkpoints into ``<name>.ckpt.pt`` (removed once the set is saved as
-``<name>.pt``); its evaluation records each finished network in ``<name>.eval-ckpt.json``
+``<name>.pt``); its evaluation records each finished network in ``checkpoints/<name>.eval.json``
 (:mod:`datadistill.evaluate.checkpoint`). A rerun of the same command therefore continues where
 the killed one stopped, and reports what an uninterrupted run would have.
 """
@@ -29,5 +29,8 @@ def interrupted_set(pt: Path, row: Path, **expected: Any) -> SyntheticSet | None
 
 
 def eval_checkpoint(results: Path, name: str) -> Path:
-    """Where the evaluation of row ``name`` records its finished networks."""
-    return results / f"{name}.eval-ckpt.json"
+    """Where the evaluation of row ``name`` records its finished networks: a ``checkpoints/``
+    folder beside the rows, so ``report.py`` never reads one as a row. A partial evaluation may
+    be committed there to continue in a later session."""
+    (results / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return results / "checkpoints" / f"{name}.eval.json"

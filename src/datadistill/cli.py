@@ -284,7 +284,7 @@ def _distill_run(a: argparse.Namespace, distiller: Any, train: Any, test: Any, o
     }
     print(f"synthetic set: {out / 'synset.pt'} (grid: {out / 'grid.png'}); "
           f"distilled in {metrics['distill_seconds']:.1f} s")
-    log.info("distilled in %.1f s", distill_s)
+    log.info("distilled in %.1f s", metrics["distill_seconds"])
     if not a.no_eval:
         result = _evaluate(synset, a, train, test, out / "eval-checkpoint.json")
         metrics["evaluation"] = result.to_dict()
