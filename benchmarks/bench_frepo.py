@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from common import eval_checkpoint, interrupted_set  # benchmarks/common.py
+from common import distilled_set, eval_checkpoint  # benchmarks/common.py
 from datadistill import load_dataset
 from datadistill.config import parse_override
 from datadistill.evaluate import evaluate, get_protocol
@@ -71,31 +71,29 @@ def main() -> None:
                  "load_average_start": os.getloadavg()[0]}
     strategy = STRATEGIES.get(a.strategy)(strategy_options) if a.strategy else None
     d = make_distiller("frepo", dataset=a.dataset, ipc=a.ipc, preset=a.preset, overrides=overrides)
-    saved = None if a.synset else interrupted_set(
-        RESULTS / f"{name}.pt", RESULTS / f"{name}.json", seed=a.seed,
-        config={**d.config, **({"strategy": {"name": strategy.name, **strategy.options}}
-                               if strategy else {})})
-    if a.synset or saved is not None:
-        synset = saved or SyntheticSet.load(a.synset)
-        row["synset"] = a.synset or str(RESULTS / f"{name}.pt")
+    if a.synset:
+        synset, reused = SyntheticSet.load(a.synset), True
+    else:
+        w0, c0 = time.perf_counter(), time.process_time()
+        synset, reused = distilled_set(
+            RESULTS / f"{name}.pt", RESULTS / f"{name}.json",
+            lambda ckpt: (d.distill(train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
+                          if strategy is None else
+                          strategy.run(d, train, a.ipc, seed=a.seed, checkpoint=ckpt,
+                                       resume=True)),
+            seed=a.seed, config={**d.config, **({"strategy": {"name": strategy.name,
+                                                              **strategy.options}}
+                                                if strategy else {})})
+    row["synset"] = a.synset or str(RESULTS / f"{name}.pt")
+    if reused:
         row["distill_seconds"] = synset.meta.get("distill_seconds")
         row["config"] = synset.meta.get("config")
     else:
         row["config"] = d.config
-        ckpt = RESULTS / f"{name}.ckpt.pt"
-        w0, c0 = time.perf_counter(), time.process_time()
-        if strategy is not None:
-            synset = strategy.run(d, train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
-        else:
-            synset = d.distill(train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
         # a resumed run counts only its own time; the set's meta carries the whole run's
         row["distill_seconds"] = float(synset.meta.get("distill_seconds")
                                        or time.perf_counter() - w0)
         row["distill_cpu_seconds"] = time.process_time() - c0  # this process only
-        synset.save(RESULTS / f"{name}.pt")
-        for p in RESULTS.glob(f"{name}.ckpt*.pt"):
-            p.unlink()
-        row["synset"] = str(RESULTS / f"{name}.pt")
     row["load_average_after_distill"] = os.getloadavg()[0]
     for proto in ("frepo", "frepo-krr") if a.krr else ("frepo",):
         c0 = time.process_time()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from common import eval_checkpoint, interrupted_set  # benchmarks/common.py
+from common import distilled_set, eval_checkpoint  # benchmarks/common.py
 from datadistill import load_dataset
 from datadistill.analysis.report import analyze
 from datadistill.evaluate import evaluate
@@ -87,22 +87,17 @@ def main() -> None:
     train, test = load_dataset(a.dataset)
     d = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
                        overrides={"steps": a.steps} if a.steps else None)
-    ckpt = RESULTS / f"{name}.ckpt.pt"
     strategy = None if options is None else STRATEGIES.get("sequential")(options)
     w0, c0 = time.perf_counter(), time.process_time()
-    synset = interrupted_set(RESULTS / f"{name}.pt", RESULTS / f"{name}.json", config=d.config,
-                             seed=a.seed, strategy=None if strategy is None else
-                             {"name": strategy.name, "options": strategy.options})
-    distill_cpu_s = None  # unknown for a set an interrupted run made
-    if synset is None:
-        if strategy is None:
-            synset = d.distill(train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
-        else:
-            synset = strategy.run(d, train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
-        distill_cpu_s = time.process_time() - c0  # this process only
-        synset.save(RESULTS / f"{name}.pt")
-        for p in RESULTS.glob(f"{name}.ckpt*.pt"):
-            p.unlink()
+    synset, reused = distilled_set(
+        RESULTS / f"{name}.pt", RESULTS / f"{name}.json",
+        lambda ckpt: (d.distill(train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)
+                      if strategy is None else
+                      strategy.run(d, train, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True)),
+        config=d.config, seed=a.seed,
+        strategy=None if strategy is None else {"name": strategy.name, "options": strategy.options})
+    # this process only; unknown for a set an interrupted run made
+    distill_cpu_s = None if reused else time.process_time() - c0
     # a resumed run counts only its own wall time; the set's meta carries the whole run's
     distill_s = float(synset.meta.get("distill_seconds") or time.perf_counter() - w0)
     protocol = d.default_protocol  # the protocol that fits the method (idc for IDC, else dsa)

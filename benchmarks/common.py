@@ -8,6 +8,7 @@ the killed one stopped, and reports what an uninterrupted run would have.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,20 @@ def interrupted_set(pt: Path, row: Path, **expected: Any) -> SyntheticSet | None
         return None
     print(f"{pt}: the set of an interrupted run; its evaluation resumes", flush=True)
     return synset
+
+
+def distilled_set(pt: Path, row: Path, run: Callable[[Path], SyntheticSet],
+                  **expected: Any) -> tuple[SyntheticSet, bool]:
+    """The row's set and whether a killed run made it: re-used (see :func:`interrupted_set`), or
+    made by ``run(checkpoint)`` and saved to ``pt`` (its checkpoint files then removed)."""
+    saved = interrupted_set(pt, row, **expected)
+    if saved is not None:
+        return saved, True
+    synset = run(pt.with_suffix(".ckpt.pt"))
+    synset.save(pt)
+    for p in pt.parent.glob(f"{pt.stem}.ckpt*.pt"):
+        p.unlink()
+    return synset, False
 
 
 def eval_checkpoint(results: Path, name: str) -> Path:

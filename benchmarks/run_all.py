@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import eval_checkpoint, interrupted_set  # benchmarks/common.py
+from common import distilled_set, eval_checkpoint  # benchmarks/common.py
 from datadistill import load_dataset
 from datadistill.evaluate import evaluate
 from datadistill.methods import METHODS, make_distiller
@@ -33,18 +33,13 @@ RESULTS = Path(__file__).parent / "results" / "table"
 def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dict:
     out = RESULTS / f"{method}-ipc{ipc}"
     d = make_distiller(method, dataset="fashion-mnist", ipc=ipc, preset="fast")
-    synset = interrupted_set(out.with_suffix(".pt"), out.with_suffix(".json"), config=d.config,
-                             seed=seed)
-    if synset is None:
-        with Timer() as t_distill:
-            synset = d.distill(train, ipc, seed=seed, checkpoint=out.with_suffix(".ckpt.pt"),
-                               resume=True)
-        distill_s = t_distill.seconds
-        synset.save(out.with_suffix(".pt"))
-        for p in RESULTS.glob(f"{out.name}.ckpt*.pt"):
-            p.unlink()
-    else:  # its distillation finished in the killed run, which recorded its time in the set
-        distill_s = synset.meta["distill_seconds"]
+    with Timer() as t_distill:
+        synset, reused = distilled_set(
+            out.with_suffix(".pt"), out.with_suffix(".json"),
+            lambda ckpt: d.distill(train, ipc, seed=seed, checkpoint=ckpt, resume=True),
+            config=d.config, seed=seed)
+    # a re-used set's distillation finished in the killed run, which recorded its time in the set
+    distill_s = synset.meta["distill_seconds"] if reused else t_distill.seconds
     if synset.meta.get("embedding_cached"):  # herding/k-center reused the embedding: count it
         distill_s += synset.meta["embedding_seconds"]
     protocol = METHODS.get(method).default_protocol  # idc for IDC, frepo for FRePo, else dsa
