@@ -62,7 +62,7 @@ def main() -> None:
     for label, precision, compile, n in variants:
         accs, secs = [], []
         for i in range(n):
-            acc, sec = train_and_test("convnet", x, y, test, proto, seed=i, dsa_strategy=strategy,
+            acc, sec, _ = train_and_test("convnet", x, y, test, proto, seed=i, dsa_strategy=strategy,
                                       device=dev, precision=precision, compile=compile)
             accs.append(acc)
             secs.append(sec)

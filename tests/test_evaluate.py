@@ -312,6 +312,39 @@ def test_evaluate_checkpoint_resumes_without_retraining(digits, synset, tmp_path
     assert more.baseline["mlp"].accuracies == fresh.baseline["mlp"].accuracies
 
 
+def test_evaluate_krr_uses_the_same_networks(digits, synset, tmp_path, monkeypatch):
+    """krr=True reports the KRR predictor of the very networks the protocol trained: equal to
+    the frepo-krr protocol's accuracies (which train them again), network accuracies unchanged;
+    a checkpointed network without its KRR accuracy is trained again only when KRR is asked."""
+    from datadistill.evaluate import api
+
+    train, test = digits
+    proto = get_protocol("frepo").with_(steps=15)
+    kw = dict(models=["mlp"], num_eval=2, seed=0, train=train, test=test, **FAST)
+    ckpt = tmp_path / "eval.json"
+    plain = evaluate(synset, proto, baseline=True, checkpoint=ckpt, **kw)
+    assert plain.krr_scores is None and plain.krr_baseline is None
+    calls = []
+    real_train = api.train_and_test
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(api, "train_and_test", counting)
+    both = evaluate(synset, proto, baseline=True, krr=True, checkpoint=ckpt, **kw)
+    assert calls == [0, 1, 0, 1]  # every recorded network lacked its KRR accuracy
+    assert both.scores["mlp"].accuracies == plain.scores["mlp"].accuracies
+    assert both.baseline["mlp"].accuracies == plain.baseline["mlp"].accuracies
+    alone = evaluate(synset, get_protocol("frepo-krr").with_(steps=15), baseline=True, **kw)
+    assert both.krr_scores["mlp"].accuracies == alone.scores["mlp"].accuracies
+    assert both.krr_baseline["mlp"].accuracies == alone.baseline["mlp"].accuracies
+    calls.clear()
+    again = evaluate(synset, proto, baseline=True, krr=True, checkpoint=ckpt, **kw)
+    assert calls == [] and again.to_dict()["krr_scores"] == both.to_dict()["krr_scores"]
+    assert "+ KRR" in again.table()
+
+
 def test_evaluate_checkpoint_refuses_another_evaluation(digits, synset, tmp_path):
     train, test = digits
     ckpt = tmp_path / "eval.json"

@@ -398,15 +398,19 @@ def test_cli_frepo_end_to_end_beats_random(tmp_path, capsys):
     assert syn > base, (syn, base)
     s = SyntheticSet.load(out / "synset.pt")
     assert s.soft_labels and s.meta["method"] == "frepo"
-    # evaluate picks the method's protocol and network by default; --krr switches the predictor
+    # evaluate picks the method's protocol and network by default; --krr adds the KRR predictor
+    # on the same networks
+    capsys.readouterr()
     rc = main(["evaluate", str(out), "--num-eval", "1", "--eval-steps", "20", "--no-baseline",
                "--krr", "--precision", "fp32", "--no-compile", "--quiet",
                "--out", str(tmp_path / "krr.json")])
     assert rc == 0
     r = json.loads((tmp_path / "krr.json").read_text())
-    assert r["protocol"]["name"] == "frepo-krr" and r["protocol"]["predictor"] == "krr"
-    assert list(r["scores"]) == ["frepo-convnet"]
-    assert "frepo-krr" in capsys.readouterr().out
+    assert r["protocol"]["name"] == "frepo" and r["protocol"]["predictor"] == "network"
+    assert list(r["scores"]) == list(r["krr_scores"]) == ["frepo-convnet"]
+    assert 0.0 <= r["krr_scores"]["frepo-convnet"]["mean"] <= 100.0
+    assert r["krr_baseline"] is None
+    assert "+ KRR" in capsys.readouterr().out
 
 
 def test_cli_eval_flag_errors(tmp_path, capsys):

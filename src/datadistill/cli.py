@@ -139,8 +139,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-steps", type=int, default=None,
                    help="override the optimizer steps of a step-based protocol (frepo)")
     p.add_argument("--krr", action="store_true",
-                   help="predict the test set by kernel ridge regression on the trained "
-                        "networks' features (FRePo's KRR predictor)")
+                   help="also predict the test set by kernel ridge regression on the features "
+                        "of the same trained networks (FRePo's KRR predictor; --protocol "
+                        "frepo-krr reports it alone)")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-subset baseline")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--no-compile", action="store_true", help="do not torch.compile")
@@ -176,7 +177,7 @@ def cmd_list(_: argparse.Namespace) -> None:
 
 
 def _protocol(a: argparse.Namespace, method: str | None) -> Any:
-    """The protocol of --protocol (default: the method's) with --epochs/--eval-steps/--krr."""
+    """The protocol of --protocol (default: the method's) with --epochs/--eval-steps."""
     from datadistill.evaluate import get_protocol
     from datadistill.methods import METHODS
 
@@ -193,8 +194,6 @@ def _protocol(a: argparse.Namespace, method: str | None) -> Any:
         if a.eval_steps < 1:
             raise ConfigError("--eval-steps must be >= 1")
         proto = proto.with_(steps=a.eval_steps)
-    if a.krr and proto.predictor != "krr":
-        proto = proto.with_(predictor="krr", name=f"{proto.name}-krr")
     return proto
 
 
@@ -206,7 +205,7 @@ def _evaluate(synset: Any, a: argparse.Namespace, train: Any, test: Any,
     return evaluate(synset, proto, a.models, a.num_eval, a.eval_seed, train=train, test=test,
                     baseline=not a.no_baseline, device=a.device, precision=a.precision,
                     compile=False if a.no_compile else "auto", data_root=a.data_root,
-                    progress=not a.quiet, checkpoint=checkpoint)
+                    progress=not a.quiet, checkpoint=checkpoint, krr=a.krr)
 
 
 def cmd_distill(a: argparse.Namespace) -> None:

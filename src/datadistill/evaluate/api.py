@@ -56,7 +56,9 @@ class EvalResult:
     """Result of :func:`evaluate`.
 
     ``scores[model]`` for the synthetic set, ``baseline[model]`` for the random real subset at the
-    same IPC under the same protocol (``None`` when disabled), ``wall_seconds`` for everything.
+    same IPC under the same protocol (``None`` when disabled), ``wall_seconds`` for everything;
+    with ``evaluate(krr=True)`` also ``krr_scores`` / ``krr_baseline``: the KRR predictor's
+    accuracies with the features of the same networks (else ``None``).
     """
 
     protocol: dict[str, Any]
@@ -67,10 +69,12 @@ class EvalResult:
     baseline: dict[str, ModelScores] | None
     wall_seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    krr_scores: dict[str, ModelScores] | None = None
+    krr_baseline: dict[str, ModelScores] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for part in ("scores", "baseline"):
+        for part in ("scores", "baseline", "krr_scores", "krr_baseline"):
             for name, s in (getattr(self, part) or {}).items():
                 d[part][name].update(mean=s.mean, std=s.std)
         return d
@@ -93,6 +97,11 @@ class EvalResult:
                 row += f"{str(self.baseline[name]):>22}"
             row += f"{np.mean(s.seconds):>16.1f}"
             lines.append(row)
+            if self.krr_scores is not None:  # the same networks, KRR predictor
+                row = f"{'  + KRR':<16}{str(self.krr_scores[name]):>26}"
+                if self.krr_baseline is not None:
+                    row += f"{str(self.krr_baseline[name]):>22}"
+                lines.append(row)
         lines.append(f"evaluation wall time: {self.wall_seconds:.1f} s")
         return "\n".join(lines)
 
@@ -171,6 +180,7 @@ def evaluate(
     data_root: str | None = None,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    krr: bool = False,
 ) -> EvalResult:
     """Train ``num_eval`` fresh networks of each architecture on ``synset`` and test them.
 
@@ -194,6 +204,10 @@ def evaluate(
             file of an interrupted one trains only the networks still missing (same results,
             see :mod:`datadistill.evaluate.checkpoint`). ``wall_seconds`` then counts this call
             only; the per-network seconds are each network's own.
+        krr: also predict the test set by kernel ridge regression on the features of each
+            trained network (FRePo's KRR predictor, computed as its evaluator does with
+            ``eval_krr``: the same networks, no retraining; ``krr_scores`` / ``krr_baseline``).
+            Ignored by a protocol whose predictor already is KRR (``frepo-krr``).
 
     Returns:
         EvalResult with per-network last-epoch accuracies (percent).
@@ -240,7 +254,9 @@ def evaluate(
         # each stored one; the papers compare at equal stored IPC)
         bx, by = random_subset(train, synset.stored_ipc, seed)
         runs += [("baseline", m, bx, by, None) for m in models]
+    also_krr = krr and proto.predictor != "krr"
     results: dict[str, dict[str, ModelScores]] = {"scores": {}, "baseline": {}}
+    krr_results: dict[str, dict[str, ModelScores]] = {"scores": {}, "baseline": {}}
     resolved_precision = resolve_precision(precision, dev)
     done = None if checkpoint is None else EvalCheckpoint(checkpoint, {
         "synset": tensor_digest(images, labels), "lr": synset.lr, "protocol": proto.to_dict(),
@@ -251,23 +267,24 @@ def evaluate(
     with Timer() as total, tqdm(total=len(runs) * num_eval, desc=f"evaluate ({proto.name})",
                                 disable=not progress, dynamic_ncols=True) as bar:
         for part, model, x, y, lr in runs:
-            accs, secs = [], []
+            accs, secs, krr_accs = [], [], []
             for i in range(num_eval):
                 key = EvalCheckpoint.key(part, model, i)
-                finished = None if done is None else done.get(key)
-                if finished is None:
-                    acc, sec = train_and_test(model, x, y, test_dev, proto, seed=seed + i,
-                                              dsa_strategy=strategy, device=dev,
-                                              precision=precision, compile=use_compile, lr=lr)
+                r = None if done is None else done.get(key, krr=also_krr)
+                if r is None:
+                    r = train_and_test(model, x, y, test_dev, proto, seed=seed + i,
+                                       dsa_strategy=strategy, device=dev, precision=precision,
+                                       compile=use_compile, lr=lr, krr=also_krr)
                     if done is not None:
-                        done.record(key, acc, sec)
-                else:
-                    acc, sec = finished
-                accs.append(acc)
-                secs.append(sec)
-                bar.set_postfix(model=model, set=part, acc=f"{acc:.2f}")
+                        done.record(key, r)
+                accs.append(r.accuracy)
+                secs.append(r.seconds)
+                krr_accs.append(r.krr_accuracy)
+                bar.set_postfix(model=model, set=part, acc=f"{r.accuracy:.2f}")
                 bar.update(1)
             results[part][model] = ModelScores(model, accs, secs)
+            if also_krr:
+                krr_results[part][model] = ModelScores(model, krr_accs, secs)
     return EvalResult(
         protocol=proto.to_dict(),
         dataset=test.name,
@@ -276,6 +293,8 @@ def evaluate(
         scores=results["scores"],
         baseline=results["baseline"] if baseline else None,
         wall_seconds=total.seconds,
+        krr_scores=krr_results["scores"] if also_krr else None,
+        krr_baseline=krr_results["baseline"] if also_krr and baseline else None,
         settings={"num_eval": num_eval, "seed": seed,
                   "precision": resolved_precision,
                   "compile": use_compile, "device": str(dev), "dsa_strategy": strategy},

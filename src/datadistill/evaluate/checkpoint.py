@@ -9,7 +9,9 @@ The file holds a *fingerprint* of everything a network's accuracy depends on (th
 content, the protocol, the base seed, the augmentation strategy, precision, compilation, device
 type, the test set and, for the random-subset baseline, the training set). A file written for a
 different evaluation is refused, never silently mixed in. ``models`` and ``num_eval`` are not part
-of it: a rerun with more networks or more architectures re-uses the finished ones.
+of it: a rerun with more networks or more architectures re-uses the finished ones. Nor is the
+KRR predictor of ``evaluate(krr=True)``: a network recorded without its KRR accuracy is trained
+again only by an evaluation that asks for it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 
 from datadistill.errors import ConfigError
+from datadistill.evaluate.train import TestResult
 from datadistill.utils import atomic_write_text
 
 VERSION = 1
@@ -80,14 +83,22 @@ class EvalCheckpoint:
         (``part="scores"``) or on the random subset (``part="baseline"``)."""
         return f"{part}/{model}/{index}"
 
-    def get(self, key: str) -> tuple[float, float] | None:
-        """(accuracy %, seconds) of a finished network, or None."""
+    def get(self, key: str, krr: bool = False) -> TestResult | None:
+        """A finished network's result, or None (also when ``krr`` asks for a KRR accuracy that
+        was not recorded)."""
         r = self.networks.get(key)
-        return None if r is None else (float(r["accuracy"]), float(r["seconds"]))
+        if r is None or (krr and "krr_accuracy" not in r):
+            return None
+        k = r.get("krr_accuracy")
+        return TestResult(float(r["accuracy"]), float(r["seconds"]),
+                          None if k is None else float(k))
 
-    def record(self, key: str, accuracy: float, seconds: float) -> None:
+    def record(self, key: str, result: TestResult) -> None:
         """Add a finished network and rewrite the file atomically."""
-        self.networks[key] = {"accuracy": accuracy, "seconds": seconds}
+        entry = {"accuracy": result.accuracy, "seconds": result.seconds}
+        if result.krr_accuracy is not None:
+            entry["krr_accuracy"] = result.krr_accuracy
+        self.networks[key] = entry
         atomic_write_text(self.path, json.dumps(
             {"version": VERSION, "fingerprint": self.fingerprint, "networks": self.networks},
             indent=1, sort_keys=True))

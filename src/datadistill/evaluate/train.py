@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -151,6 +152,14 @@ def train_network(
     return net
 
 
+class TestResult(NamedTuple):
+    """One trained network's test accuracies (%) and its wall seconds (training + testing)."""
+
+    accuracy: float
+    seconds: float
+    krr_accuracy: float | None = None
+
+
 def train_and_test(
     model_name: str,
     images: Tensor,
@@ -164,23 +173,29 @@ def train_and_test(
     precision: str = "auto",
     compile: bool = True,
     lr: float | None = None,
-) -> tuple[float, float]:
-    """Train (see :func:`train_network`) then test: (last-epoch accuracy %, wall seconds).
+    krr: bool = False,
+) -> TestResult:
+    """Train (see :func:`train_network`) then test: last-epoch accuracy (%) and wall seconds.
 
     With ``protocol.predictor == "krr"`` the test set is predicted by kernel ridge regression on
     the trained network's features (:func:`datadistill.evaluate.krr.krr_accuracy`; the support
-    set includes the flipped images when the augmentation flips).
+    set includes the flipped images when the augmentation flips). ``krr=True`` adds that KRR
+    accuracy of the SAME network to a ``"network"`` predictor's (``krr_accuracy``), as FRePo's
+    evaluator does with ``eval_krr`` (one more feature pass over the test set, no retraining).
     """
     with Timer() as t:
         net = train_network(model_name, images, labels, test.num_classes, protocol, seed=seed,
                             dsa_strategy=dsa_strategy, device=device, precision=precision,
                             compile=compile, lr=lr)
         test = test.to(device) if test.device != device else test
-        if protocol.predictor == "krr":
+        krr_acc = None
+        if protocol.predictor == "krr" or krr:
             from datadistill.evaluate.krr import krr_accuracy
 
             flip = protocol.augment != "none" and "flip" in dsa_strategy.split("_")
-            acc = krr_accuracy(net, images, labels, test, flip=flip)
+            krr_acc = krr_accuracy(net, images, labels, test, flip=flip)
+        if protocol.predictor == "krr":
+            acc = krr_acc
         else:
             acc = test_accuracy(net, test, precision=precision)
-    return acc, t.seconds
+    return TestResult(acc, t.seconds, krr_acc if krr else None)
