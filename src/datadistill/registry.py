@@ -32,6 +32,8 @@ class Registry(Generic[T]):
         return deco
 
     def add(self, name: str, obj: T, help: str = "") -> None:
+        """Register ``obj`` under ``name`` (case-insensitive) with a one-line ``help`` (default:
+        the first line of its docstring). Raises ValueError when the name is taken."""
         key = name.lower()
         if key in self._items:
             raise ValueError(f"{self.kind} {name!r} is already registered")
@@ -39,6 +41,8 @@ class Registry(Generic[T]):
         self._help[key] = help or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
 
     def get(self, name: str) -> T:
+        """The object registered as ``name`` (case-insensitive); UnknownNameError lists the
+        valid names otherwise."""
         key = str(name).lower()
         if key not in self._items:
             raise UnknownNameError(
@@ -47,9 +51,11 @@ class Registry(Generic[T]):
         return self._items[key]
 
     def help(self, name: str) -> str:
+        """The one-line description of a registered name (KeyError if unknown)."""
         return self._help[name.lower()]
 
     def names(self) -> list[str]:
+        """All registered names, sorted."""
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:

@@ -89,10 +89,13 @@ class SyntheticSet:
     # ------------------------------------------------------------------ properties
     @property
     def num_classes(self) -> int:
+        """K, the number of classes."""
         return len(self.class_names)
 
     @property
     def soft_labels(self) -> bool:
+        """Whether the labels are (M, K) float targets (FRePo's learned labels) rather than
+        (M,) int64 class indices."""
         return self.labels.dim() == 2
 
     @property

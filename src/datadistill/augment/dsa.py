@@ -73,6 +73,7 @@ class DSAParams:
         return DSAParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     def to(self, device: torch.device | str) -> DSAParams:
+        """The same draw with every tensor on ``device``."""
         return DSAParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 

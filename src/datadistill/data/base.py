@@ -198,6 +198,7 @@ class Preprocessing:
 
     @property
     def channels(self) -> int:
+        """Image channels C (1 for grey, 3 for colour)."""
         return len(self.mean)
 
     def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -345,10 +346,12 @@ class RealDataset:
 
     @property
     def num_classes(self) -> int:
+        """K, the number of classes (labels lie in [0, K))."""
         return len(self.class_names)
 
     @property
     def channels(self) -> int:
+        """C of the (N, C, H, W) images."""
         return int(self.images.shape[1])
 
     @property
@@ -363,6 +366,7 @@ class RealDataset:
 
     @property
     def device(self) -> torch.device:
+        """Where the images and labels live (see :meth:`to`)."""
         return self.images.device
 
     def __len__(self) -> int:

@@ -232,9 +232,12 @@ class Checkpointer:
         self.path, self.every = path, max(int(every), 1)
 
     def due(self, step: int, total: int) -> bool:
+        """Whether to checkpoint after ``step`` (1-based) of ``total``: every ``every`` steps
+        and after the last."""
         return self.path is not None and (step % self.every == 0 or step == total)
 
     def save(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` with ``torch.save`` atomically (a no-op without a path)."""
         if self.path is None:
             return
         buf = io.BytesIO()

@@ -235,11 +235,13 @@ class ModelPool:
         return False
 
     def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser states, ages and reset count of every network (for checkpoints)."""
         return {"nets": [n.state_dict() for n in self.nets],
                 "opts": [o.state_dict() for o in self.opts],
                 "ages": list(self.ages), "resets": self.resets}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; ConfigError for a pool of another size."""
         if len(state["nets"]) != len(self.nets):
             raise ConfigError("the checkpoint's model pool has another size")
         for net, opt, sn, so in zip(self.nets, self.opts, state["nets"], state["opts"], strict=True):

@@ -71,6 +71,7 @@ def check_choice(what: str, value: str, choices: Sequence[str]) -> str:
 
 
 def check_positive(what: str, value: int) -> int:
+    """``value`` if it is an int >= 1 (not a bool); ConfigError naming ``what`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{what} must be a positive integer, got {value!r}")
     return value
