@@ -345,6 +345,28 @@ def sequential_section() -> list[str]:
     return lines
 
 
+def in_progress_section() -> list[str]:
+    """Evaluations that stopped part-way (a session ended): their finished networks, from the
+    checkpoints that `benchmarks/common.py:eval_checkpoint` keeps. No mean is given until a row
+    is complete; the finished row replaces its checkpoint."""
+    found = sorted(RESULTS.glob("*/checkpoints/*.eval.json"))
+    if not found:
+        return []
+    lines = ["## Evaluations in progress", "",
+             "Networks finished so far (last-step test accuracy %, seconds), in the order they are",
+             "trained (seeds 0, 1, ...); the row appears above once all of them are in.", ""]
+    for path in found:
+        data = json.loads(path.read_text())
+        nets = data["networks"]
+        fp = data["fingerprint"]
+        parts = [f"{key}: {r['accuracy']:.2f}"
+                 + (f" (KRR {r['krr_accuracy']:.2f})" if "krr_accuracy" in r else "")
+                 + f", {r['seconds']:.0f} s" for key, r in sorted(nets.items())]
+        lines.append(f"- `{path.relative_to(ROOT.parent)}` ({fp['protocol']['name']} protocol, "
+                     f"{fp['precision']}): " + "; ".join(parts))
+    return lines + [""]
+
+
 def main() -> None:
     notes = (ROOT / "notes.md").read_text() if (ROOT / "notes.md").exists() else ""
     parts = ["# Benchmarks", "",
@@ -355,7 +377,7 @@ def main() -> None:
               + table_section(GM_METHODS, [1, 10], "## Gradient matching (DC, DSA, IDC), "
                               "Fashion-MNIST, ConvNet-3, fast presets (`idc` protocol for IDC)")
               + [""] + curve_section() + speed_section() + gm_section()
-              + sequential_section() + frepo_section())
+              + sequential_section() + frepo_section() + in_progress_section())
     if notes:
         parts += [notes]
     (ROOT.parent / "BENCHMARKS.md").write_text("\n".join(parts).rstrip() + "\n")
