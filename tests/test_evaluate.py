@@ -312,6 +312,37 @@ def test_evaluate_checkpoint_resumes_without_retraining(digits, synset, tmp_path
     assert more.baseline["mlp"].accuracies == fresh.baseline["mlp"].accuracies
 
 
+def test_evaluate_checkpoint_adds_the_baseline_later(digits, synset, tmp_path, monkeypatch):
+    """An evaluation recorded without the random-subset baseline is finished with it by training
+    only the baseline networks; a baseline from another training set is refused."""
+    from datadistill.evaluate import api
+
+    train, test = digits
+    ckpt = tmp_path / "eval.json"
+    kw = dict(models=["mlp"], num_eval=2, seed=0, test=test, checkpoint=ckpt, **FAST)
+    alone = evaluate(synset, SHORT.with_(epochs=3), train=train, baseline=False, **kw)
+    calls = []
+    real_train = api.train_and_test
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(api, "train_and_test", counting)
+    both = evaluate(synset, SHORT.with_(epochs=3), train=train, baseline=True, **kw)
+    assert calls == [0, 1]  # the baseline's two networks; the synthetic set's came from the file
+    assert len(both.baseline["mlp"].accuracies) == 2
+    assert both.scores["mlp"].accuracies == alone.scores["mlp"].accuracies
+    fp = json.loads(ckpt.read_text())["fingerprint"]
+    assert fp["baseline"] is not None
+    evaluate(synset, SHORT.with_(epochs=3), train=train, baseline=False, **kw)  # still fits
+    assert json.loads(ckpt.read_text())["fingerprint"] == fp
+    other = RealDataset(train.images[:-10], train.labels[:-10], train.class_names,
+                        train.preprocessing, train.name, train.split)
+    with pytest.raises(ConfigError, match="different evaluation.*baseline"):
+        evaluate(synset, SHORT.with_(epochs=3), train=other, baseline=True, **kw)
+
+
 def test_evaluate_krr_uses_the_same_networks(digits, synset, tmp_path, monkeypatch):
     """krr=True reports the KRR predictor of the very networks the protocol trained: equal to
     the frepo-krr protocol's accuracies (which train them again), network accuracies unchanged;

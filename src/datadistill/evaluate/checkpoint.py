@@ -9,7 +9,9 @@ The file holds a *fingerprint* of everything a network's accuracy depends on (th
 content, the protocol, the base seed, the augmentation strategy, precision, compilation, device
 type, the test set and, for the random-subset baseline, the training set). A file written for a
 different evaluation is refused, never silently mixed in. ``models`` and ``num_eval`` are not part
-of it: a rerun with more networks or more architectures re-uses the finished ones. Nor is the
+of it: a rerun with more networks or more architectures re-uses the finished ones; and a rerun
+with the random-subset baseline re-uses the synthetic set's networks of one without it (and the
+reverse). Nor is the
 KRR predictor of ``evaluate(krr=True)``: a network recorded without its KRR accuracy is trained
 again only by an evaluation that asks for it.
 """
@@ -28,6 +30,8 @@ from datadistill.evaluate.train import TestResult
 from datadistill.utils import atomic_write_text
 
 VERSION = 1
+#: Fingerprint fields of one part of the evaluation (None: that part is not run).
+OPTIONAL = ("baseline",)
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
@@ -69,13 +73,19 @@ class EvalCheckpoint:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"{self.path} is not a readable evaluation checkpoint ({e}): "
                               "delete it to evaluate from the start") from None
-        if saved != self.fingerprint:
-            fields = sorted(k for k in set(saved) | set(self.fingerprint)
-                            if saved.get(k) != self.fingerprint.get(k))
+        # the random-subset baseline may be added to (or left out of) a recorded evaluation:
+        # its field only has to agree when both sides have one
+        optional = {k for k in OPTIONAL if saved.get(k) is None or self.fingerprint.get(k) is None}
+        fields = sorted(k for k in set(saved) | set(self.fingerprint)
+                        if k not in optional and saved.get(k) != self.fingerprint.get(k))
+        if fields:
             raise ConfigError(
                 f"{self.path} records networks of a different evaluation (differs in: "
                 f"{', '.join(fields)}): delete it, or give this evaluation another checkpoint file")
         self.networks = networks
+        for k in OPTIONAL:  # keep whichever side describes the recorded baseline networks
+            if self.fingerprint.get(k) is None:
+                self.fingerprint[k] = saved.get(k)
 
     @staticmethod
     def key(part: str, model: str, index: int) -> str:
