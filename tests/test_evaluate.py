@@ -300,6 +300,9 @@ def test_evaluate_checkpoint_resumes_without_retraining(digits, synset, tmp_path
     again = evaluate(synset, SHORT, ["mlp"], num_eval=2, seed=0, train=train, test=test,
                      baseline=True, checkpoint=ckpt, **FAST)
     assert calls == []  # everything came from the file
+    # the wall time covers the recorded networks' training, not only this call's reading
+    recorded = sum(first.scores["mlp"].seconds) + sum(first.baseline["mlp"].seconds)
+    assert recorded <= again.wall_seconds < recorded + 5.0
     assert again.scores["mlp"].accuracies == first.scores["mlp"].accuracies
     assert again.baseline["mlp"].accuracies == first.baseline["mlp"].accuracies
     # one more network per set: only the two new ones train, and they match a fresh run

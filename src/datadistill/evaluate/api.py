@@ -202,8 +202,8 @@ def evaluate(
             long enough to repay the compilation, about 30-60 s on a CPU).
         checkpoint: a JSON file that records each finished network; an evaluation given the
             file of an interrupted one trains only the networks still missing (same results,
-            see :mod:`datadistill.evaluate.checkpoint`). ``wall_seconds`` then counts this call
-            only; the per-network seconds are each network's own.
+            see :mod:`datadistill.evaluate.checkpoint`). ``wall_seconds`` then adds the
+            recorded seconds of the networks taken from the file to this call's own time.
         krr: also predict the test set by kernel ridge regression on the features of each
             trained network (FRePo's KRR predictor, computed as its evaluator does with
             ``eval_krr``: the same networks, no retraining; ``krr_scores`` / ``krr_baseline``).
@@ -257,6 +257,7 @@ def evaluate(
     also_krr = krr and proto.predictor != "krr"
     results: dict[str, dict[str, ModelScores]] = {"scores": {}, "baseline": {}}
     krr_results: dict[str, dict[str, ModelScores]] = {"scores": {}, "baseline": {}}
+    earlier = 0.0
     resolved_precision = resolve_precision(precision, dev)
     done = None if checkpoint is None else EvalCheckpoint(checkpoint, {
         "synset": tensor_digest(images, labels), "lr": synset.lr, "protocol": proto.to_dict(),
@@ -271,7 +272,9 @@ def evaluate(
             for i in range(num_eval):
                 key = EvalCheckpoint.key(part, model, i)
                 r = None if done is None else done.get(key, krr=also_krr)
-                if r is None:
+                if r is not None:
+                    earlier += r.seconds  # trained by an interrupted call
+                else:
                     r = train_and_test(model, x, y, test_dev, proto, seed=seed + i,
                                        dsa_strategy=strategy, device=dev, precision=precision,
                                        compile=use_compile, lr=lr, krr=also_krr)
@@ -292,7 +295,7 @@ def evaluate(
         method=_method_label(synset.meta),
         scores=results["scores"],
         baseline=results["baseline"] if baseline else None,
-        wall_seconds=total.seconds,
+        wall_seconds=total.seconds + earlier,
         krr_scores=krr_results["scores"] if also_krr else None,
         krr_baseline=krr_results["baseline"] if also_krr and baseline else None,
         settings={"num_eval": num_eval, "seed": seed,
