@@ -280,26 +280,33 @@ def test_tune_allocator_is_safe_to_call_twice():
 # ------------------------------------------------------------------------------ resumable
 
 
-def test_evaluate_checkpoint_resumes_without_retraining(digits, synset, tmp_path, monkeypatch):
+@pytest.fixture
+def trained(monkeypatch) -> list[int]:
+    """The seeds of the networks ``evaluate`` trains (rather than takes from a checkpoint)."""
     import datadistill.evaluate.api as api
 
+    seeds: list[int] = []
+    real_train = api.train_and_test
+
+    def counting(*args, **kwargs):
+        seeds.append(kwargs["seed"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(api, "train_and_test", counting)
+    return seeds
+
+
+def test_evaluate_checkpoint_resumes_without_retraining(digits, synset, tmp_path, trained):
     train, test = digits
     ckpt = tmp_path / "eval.json"
     first = evaluate(synset, SHORT, ["mlp"], num_eval=2, seed=0, train=train, test=test,
                      baseline=True, checkpoint=ckpt, **FAST)
     assert set(json.loads(ckpt.read_text())["networks"]) == {
         "scores/mlp/0", "scores/mlp/1", "baseline/mlp/0", "baseline/mlp/1"}
-    calls = []
-    real_train = api.train_and_test
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(api, "train_and_test", counting)
+    trained.clear()
     again = evaluate(synset, SHORT, ["mlp"], num_eval=2, seed=0, train=train, test=test,
                      baseline=True, checkpoint=ckpt, **FAST)
-    assert calls == []  # everything came from the file
+    assert trained == []  # everything came from the file
     # the wall time covers the recorded networks' training, not only this call's reading
     recorded = sum(first.scores["mlp"].seconds) + sum(first.baseline["mlp"].seconds)
     assert recorded <= again.wall_seconds < recorded + 5.0
@@ -308,32 +315,23 @@ def test_evaluate_checkpoint_resumes_without_retraining(digits, synset, tmp_path
     # one more network per set: only the two new ones train, and they match a fresh run
     more = evaluate(synset, SHORT, ["mlp"], num_eval=3, seed=0, train=train, test=test,
                     baseline=True, checkpoint=ckpt, **FAST)
-    assert calls == [2, 2]
+    assert trained == [2, 2]
     fresh = evaluate(synset, SHORT, ["mlp"], num_eval=3, seed=0, train=train, test=test,
                      baseline=True, **FAST)
     assert more.scores["mlp"].accuracies == fresh.scores["mlp"].accuracies
     assert more.baseline["mlp"].accuracies == fresh.baseline["mlp"].accuracies
 
 
-def test_evaluate_checkpoint_adds_the_baseline_later(digits, synset, tmp_path, monkeypatch):
+def test_evaluate_checkpoint_adds_the_baseline_later(digits, synset, tmp_path, trained):
     """An evaluation recorded without the random-subset baseline is finished with it by training
     only the baseline networks; a baseline from another training set is refused."""
-    from datadistill.evaluate import api
-
     train, test = digits
     ckpt = tmp_path / "eval.json"
     kw = dict(models=["mlp"], num_eval=2, seed=0, test=test, checkpoint=ckpt, **FAST)
     alone = evaluate(synset, SHORT.with_(epochs=3), train=train, baseline=False, **kw)
-    calls = []
-    real_train = api.train_and_test
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(api, "train_and_test", counting)
+    trained.clear()
     both = evaluate(synset, SHORT.with_(epochs=3), train=train, baseline=True, **kw)
-    assert calls == [0, 1]  # the baseline's two networks; the synthetic set's came from the file
+    assert trained == [0, 1]  # the baseline's two networks; the synthetic set's came from the file
     assert len(both.baseline["mlp"].accuracies) == 2
     assert both.scores["mlp"].accuracies == alone.scores["mlp"].accuracies
     fp = json.loads(ckpt.read_text())["fingerprint"]
@@ -346,36 +344,27 @@ def test_evaluate_checkpoint_adds_the_baseline_later(digits, synset, tmp_path, m
         evaluate(synset, SHORT.with_(epochs=3), train=other, baseline=True, **kw)
 
 
-def test_evaluate_krr_uses_the_same_networks(digits, synset, tmp_path, monkeypatch):
+def test_evaluate_krr_uses_the_same_networks(digits, synset, tmp_path, trained):
     """krr=True reports the KRR predictor of the very networks the protocol trained: equal to
     the frepo-krr protocol's accuracies (which train them again), network accuracies unchanged;
     a checkpointed network without its KRR accuracy is trained again only when KRR is asked."""
-    from datadistill.evaluate import api
-
     train, test = digits
     proto = get_protocol("frepo").with_(steps=15)
     kw = dict(models=["mlp"], num_eval=2, seed=0, train=train, test=test, **FAST)
     ckpt = tmp_path / "eval.json"
     plain = evaluate(synset, proto, baseline=True, checkpoint=ckpt, **kw)
     assert plain.krr_scores is None and plain.krr_baseline is None
-    calls = []
-    real_train = api.train_and_test
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(api, "train_and_test", counting)
+    trained.clear()
     both = evaluate(synset, proto, baseline=True, krr=True, checkpoint=ckpt, **kw)
-    assert calls == [0, 1, 0, 1]  # every recorded network lacked its KRR accuracy
+    assert trained == [0, 1, 0, 1]  # every recorded network lacked its KRR accuracy
     assert both.scores["mlp"].accuracies == plain.scores["mlp"].accuracies
     assert both.baseline["mlp"].accuracies == plain.baseline["mlp"].accuracies
     alone = evaluate(synset, get_protocol("frepo-krr").with_(steps=15), baseline=True, **kw)
     assert both.krr_scores["mlp"].accuracies == alone.scores["mlp"].accuracies
     assert both.krr_baseline["mlp"].accuracies == alone.baseline["mlp"].accuracies
-    calls.clear()
+    trained.clear()
     again = evaluate(synset, proto, baseline=True, krr=True, checkpoint=ckpt, **kw)
-    assert calls == [] and again.to_dict()["krr_scores"] == both.to_dict()["krr_scores"]
+    assert trained == [] and again.to_dict()["krr_scores"] == both.to_dict()["krr_scores"]
     assert "+ KRR" in again.table()
 
 
