@@ -8,6 +8,7 @@ the killed one stopped, and reports what an uninterrupted run would have.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from datadistill.synthetic import SyntheticSet
 
 
 def interrupted_set(pt: Path, row: Path, **expected: Any) -> SyntheticSet | None:
-    """The set a killed run saved at ``pt`` before its row ``row`` was written, if its metadata
+    """The set a killed run saved at ``pt`` before its row ``row`` was written in full (a row
+    written with ``"complete": false`` still waits for part of its evaluation), if its metadata
     has the ``expected`` values (e.g. ``config=``, ``seed=``); else None (distil again)."""
-    if row.exists() or not pt.exists():
+    if not pt.exists() or (row.exists() and json.loads(row.read_text()).get("complete", True)):
         return None
     synset = SyntheticSet.load(pt)
     other = sorted(k for k, v in expected.items() if synset.meta.get(k) != v)

@@ -260,7 +260,8 @@ def frepo_section() -> list[str]:
             lines.append(
                 f"| {label} | {r['ipc']} | {r['preset']} | {steps} | "
                 f"{sc['mean']:.2f} ± {sc['std']:.2f} | "
-                + (f"{base['mean']:.2f} ± {base['std']:.2f}" if base else "-") + " | "
+                + (f"{base['mean']:.2f} ± {base['std']:.2f}" if base
+                   else "pending" if r.get("complete") is False else "-") + " | "
                 + (f"{krr['mean']:.2f} ± {krr['std']:.2f}" if krr else "-") + " | "
                 f"{_num(r.get('distill_seconds'))} | {_num(r.get('distill_cpu_seconds'))} | "
                 f"{_short(r.get('machine', MACHINE_AMX))} | {r['date']} |")
