@@ -46,9 +46,9 @@ def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dic
     # the random rows of the table are under ``dsa``; under another protocol the row carries its
     # own random subset (same protocol and seeds), as every comparison must
     with_baseline = protocol != "dsa" and method != "random"
-    with Timer() as t_eval:
-        res = evaluate(synset, protocol, ["convnet"], num_eval, seed=0, train=train, test=test,
-                       baseline=with_baseline, checkpoint=eval_checkpoint(RESULTS, out.name))
+    # wall_seconds includes the networks a killed run recorded in the checkpoint
+    res = evaluate(synset, protocol, ["convnet"], num_eval, seed=0, train=train, test=test,
+                   baseline=with_baseline, checkpoint=eval_checkpoint(RESULTS, out.name))
     s = res.scores["convnet"]
     base = res.baseline["convnet"] if res.baseline else None
     row = {
@@ -56,7 +56,7 @@ def run_row(method: str, ipc: int, train, test, num_eval: int, seed: int) -> dic
         "protocol": protocol, "num_eval": num_eval, "accuracies": s.accuracies,
         "mean": s.mean, "std": s.std, "distill_seconds": distill_s,
         "config": synset.meta.get("config"),
-        "eval_seconds": t_eval.seconds, "eval_seconds_per_model": sum(s.seconds) / num_eval,
+        "eval_seconds": res.wall_seconds, "eval_seconds_per_model": sum(s.seconds) / num_eval,
         "peak_memory_mb": peak_memory_mb(), "threads": torch.get_num_threads(),
         "machine": machine_description(),
         "command": f"python benchmarks/run_all.py --methods {method} --ipcs {ipc}",
