@@ -5,9 +5,8 @@ from datadistill.evaluate.api import EvalResult, ModelScores, evaluate
 from datadistill.evaluate.frepo_train import train_network_steps
 from datadistill.evaluate.krr import krr_accuracy, krr_predict, krr_solve
 from datadistill.evaluate.protocols import PROTOCOLS, Protocol, get_protocol
-from datadistill.evaluate.train import TestResult, test_accuracy, train_and_test, train_network
+from datadistill.evaluate.train import NetworkResult, test_accuracy, train_and_test, train_network
 
-__all__ = ["EvalResult", "ModelScores", "PROTOCOLS", "Protocol", "evaluate", "get_protocol",
-           "TestResult", "krr_accuracy", "krr_predict", "krr_solve", "test_accuracy",
-           "train_and_test",
-           "train_network", "train_network_steps"]
+__all__ = ["EvalResult", "ModelScores", "NetworkResult", "PROTOCOLS", "Protocol", "evaluate",
+           "get_protocol", "krr_accuracy", "krr_predict", "krr_solve", "test_accuracy",
+           "train_and_test", "train_network", "train_network_steps"]

@@ -11,9 +11,8 @@ type, the test set and, for the random-subset baseline, the training set). A fil
 different evaluation is refused, never silently mixed in. ``models`` and ``num_eval`` are not part
 of it: a rerun with more networks or more architectures re-uses the finished ones; and a rerun
 with the random-subset baseline re-uses the synthetic set's networks of one without it (and the
-reverse). Nor is the
-KRR predictor of ``evaluate(krr=True)``: a network recorded without its KRR accuracy is trained
-again only by an evaluation that asks for it.
+reverse). Nor is the KRR predictor of ``evaluate(krr=True)``: a network recorded without its KRR
+accuracy is trained again only by an evaluation that asks for it.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from datadistill.errors import ConfigError
-from datadistill.evaluate.train import TestResult
+from datadistill.evaluate.train import NetworkResult
 from datadistill.utils import atomic_write_text
 
 VERSION = 1
@@ -93,17 +92,17 @@ class EvalCheckpoint:
         (``part="scores"``) or on the random subset (``part="baseline"``)."""
         return f"{part}/{model}/{index}"
 
-    def get(self, key: str, krr: bool = False) -> TestResult | None:
+    def get(self, key: str, krr: bool = False) -> NetworkResult | None:
         """A finished network's result, or None (also when ``krr`` asks for a KRR accuracy that
         was not recorded)."""
         r = self.networks.get(key)
         if r is None or (krr and "krr_accuracy" not in r):
             return None
         k = r.get("krr_accuracy")
-        return TestResult(float(r["accuracy"]), float(r["seconds"]),
+        return NetworkResult(float(r["accuracy"]), float(r["seconds"]),
                           None if k is None else float(k))
 
-    def record(self, key: str, result: TestResult) -> None:
+    def record(self, key: str, result: NetworkResult) -> None:
         """Add a finished network and rewrite the file atomically."""
         entry = {"accuracy": result.accuracy, "seconds": result.seconds}
         if result.krr_accuracy is not None:

@@ -152,7 +152,7 @@ def train_network(
     return net
 
 
-class TestResult(NamedTuple):
+class NetworkResult(NamedTuple):
     """One trained network's test accuracies (%) and its wall seconds (training + testing)."""
 
     accuracy: float
@@ -174,7 +174,7 @@ def train_and_test(
     compile: bool = True,
     lr: float | None = None,
     krr: bool = False,
-) -> TestResult:
+) -> NetworkResult:
     """Train (see :func:`train_network`) then test: last-epoch accuracy (%) and wall seconds.
 
     With ``protocol.predictor == "krr"`` the test set is predicted by kernel ridge regression on
@@ -198,4 +198,4 @@ def train_and_test(
             acc = krr_acc
         else:
             acc = test_accuracy(net, test, precision=precision)
-    return TestResult(acc, t.seconds, krr_acc if krr else None)
+    return NetworkResult(acc, t.seconds, krr_acc if krr else None)
