@@ -182,12 +182,18 @@ def test_cli_analyze(seq_synset, tmp_path, capsys):
     res = {"series": {"dm": [{"ipc": 10, "mean": 90.0, "std": 1.0}]}}
     (tmp_path / "acc.json").write_text(json.dumps(res))
     code = main(["analyze", str(path.parent), "--max-real", "200", "--no-tsne",
-                 "--accuracy-json", str(tmp_path / "acc.json"), "--quiet"])
+                 "--accuracy-json", str(tmp_path / "acc.json"), "--hard-easy", "2",
+                 "--hard-easy-net", "frepo-convnet", "--hard-easy-batch", "100", "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "update-signal similarity" in out and "recall" in out
+    assert "hard predicts easy" in out and "2 draws" in out
+    saved = json.loads((tmp_path / "run" / "analysis" / "analysis.json").read_text())
+    assert len(saved["hard_easy"]["draws"]) == 2
     assert (tmp_path / "run" / "analysis" / "analysis.json").exists()
     assert (tmp_path / "run" / "analysis" / "segments.png").exists()
     _png_ok(tmp_path / "accuracy_vs_ipc.png")
     assert main(["analyze"]) == 2
     assert "nothing to analyse" in capsys.readouterr().err
+    assert main(["analyze", str(path.parent), "--hard-easy", "-1"]) == 2
+    assert "--hard-easy" in capsys.readouterr().err

@@ -262,3 +262,21 @@ def test_hard_predicts_easy_on_digits(digits):
     assert r.batch == 200 and r.hard_to_easy > 0 and r.easy_to_hard > 0
     # the hard samples carry the easy ones better than the reverse (the paper's observation)
     assert r.hard_to_easy < r.easy_to_hard
+
+
+def test_hard_easy_summary_draws(digits):
+    """Each draw is its own (batch, network) seed; the summary is their mean and std."""
+    from datadistill.analysis import hard_easy_summary, hard_predicts_easy
+    from datadistill.methods.coreset import random_subset
+    from datadistill.synthetic import SyntheticSet
+
+    train, _ = digits
+    x, y = random_subset(train, 2, 0)
+    s = SyntheticSet(x, y, train.class_names, train.preprocessing, meta={"dataset": "digits"})
+    r = hard_easy_summary(s, train, draws=2, net="frepo-convnet", batch=100, seed=3)
+    one = hard_predicts_easy(s, train, net="frepo-convnet", batch=100, seed=4)
+    assert r["draws"][1] == pytest.approx(one.to_dict())
+    assert r["hard_to_easy"] == pytest.approx((r["draws"][0]["hard_to_easy"] + one.hard_to_easy) / 2)
+    assert r["easy_to_hard_std"] > 0 and r["batch"] == 100 and r["net"] == "frepo-convnet"
+    with pytest.raises(ConfigError, match="draws"):
+        hard_easy_summary(s, train, draws=0)

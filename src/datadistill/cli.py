@@ -85,6 +85,12 @@ def _analyze_args(sub: Any) -> None:
     z.add_argument("--k", type=int, default=5, help="k of the k-NN manifolds (ISA: 5)")
     z.add_argument("--max-real", type=int, default=5000, help="real images compared (random)")
     z.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot")
+    z.add_argument("--hard-easy", type=int, default=0, metavar="N",
+                   help="ISA's hard-predicts-easy diagnostic over N draws of a real batch and a "
+                        "fresh network (0: skip)")
+    z.add_argument("--hard-easy-net", default="frepo-convnet-bn",
+                   help="feature network of --hard-easy (default: FRePo's pool network)")
+    z.add_argument("--hard-easy-batch", type=int, default=1024, help="real batch of --hard-easy")
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--accuracy-json", default=None,
                    help="also plot accuracy vs IPC from this JSON (see analysis.plots)")
@@ -353,11 +359,15 @@ def cmd_analyze(a: argparse.Namespace) -> None:
                           "--accuracy-json FILE")
     if a.k < 1 or a.max_real <= a.k or a.feature_epochs < 1:
         raise ConfigError("--k must be >= 1, --max-real > --k and --feature-epochs >= 1")
+    if a.hard_easy < 0 or a.hard_easy_batch < 5:
+        raise ConfigError("--hard-easy must be >= 0 and --hard-easy-batch >= 5")
     for i, path in enumerate(a.paths):
         out = None if a.out is None else Path(a.out) / (f"{i}" if len(a.paths) > 1 else "")
         result = analyze(path, out_dir=out, features=a.features, net=a.feature_net,
                          feature_epochs=a.feature_epochs, k=a.k, max_real=a.max_real,
-                         tsne=not a.no_tsne, seed=a.seed, device=a.device, data_root=a.data_root)
+                         tsne=not a.no_tsne, hard_easy=a.hard_easy, hard_easy_net=a.hard_easy_net,
+                         hard_easy_batch=a.hard_easy_batch, seed=a.seed, device=a.device,
+                         data_root=a.data_root)
         print(f"== {path}")
         print(format_report(result))
     if a.accuracy_json:

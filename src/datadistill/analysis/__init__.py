@@ -1,6 +1,8 @@
 """Diagnostics of synthetic sets: update-signal similarity, k-NN manifold precision / recall /
-coverage, t-SNE plots, per-segment statistics of sequential sets, accuracy-versus-IPC plots."""
+coverage, t-SNE plots, per-segment statistics of sequential sets, accuracy-versus-IPC plots, the
+ISA paper's hard-predicts-easy diagnostic."""
 
+from datadistill.analysis.isa import HardEasy, hard_easy_losses, hard_easy_summary, hard_predicts_easy
 from datadistill.analysis.metrics import (
     embed,
     feature_network,
@@ -18,6 +20,7 @@ from datadistill.analysis.plots import (
 )
 from datadistill.analysis.report import analyze, format_report
 
-__all__ = ["accuracy_vs_ipc_plot", "analyze", "embed", "feature_network", "format_report",
+__all__ = ["HardEasy", "accuracy_vs_ipc_plot", "analyze", "embed", "feature_network",
+           "format_report", "hard_easy_losses", "hard_easy_summary", "hard_predicts_easy",
            "knn_radii", "load_accuracy_results", "manifold_metrics", "segment_plot", "subsample",
            "tsne_embedding", "tsne_plot", "update_signal_similarity"]

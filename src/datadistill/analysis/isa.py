@@ -103,3 +103,33 @@ def hard_predicts_easy(
     dev = f_r.device
     return hard_easy_losses(f_r, regression_targets(real.labels[idx].to(dev), real.num_classes),
                             f_s, regression_targets(y_s.to(dev), synset.num_classes), frac)
+
+
+def hard_easy_summary(
+    synset: SyntheticSet,
+    real: RealDataset,
+    *,
+    draws: int = 5,
+    net: str = "frepo-convnet-bn",
+    batch: int = 1024,
+    frac: float = 0.2,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, object]:
+    """:func:`hard_predicts_easy` over ``draws`` independent draws (seed ``seed + i`` fixes both
+    the real batch and the fresh network), as a JSON-ready dict: ``hard_to_easy`` and
+    ``easy_to_hard`` (means), their ``*_std`` (population std over draws, 0 for one draw),
+    ``net``, ``batch``, ``frac`` and ``draws`` (each :class:`HardEasy` as a dict).
+
+    Raises:
+        ConfigError: ``draws`` < 1, or ``frac`` / ``batch`` leaving a part empty.
+    """
+    if draws < 1:
+        raise ConfigError(f"draws must be >= 1, got {draws}")
+    runs = [hard_predicts_easy(synset, real, net=net, batch=batch, frac=frac, seed=seed + i,
+                               device=device) for i in range(draws)]
+    h2e = torch.tensor([r.hard_to_easy for r in runs], dtype=torch.float64)
+    e2h = torch.tensor([r.easy_to_hard for r in runs], dtype=torch.float64)
+    return {"hard_to_easy": float(h2e.mean()), "hard_to_easy_std": float(h2e.std(unbiased=False)),
+            "easy_to_hard": float(e2h.mean()), "easy_to_hard_std": float(e2h.std(unbiased=False)),
+            "net": net, "batch": runs[0].batch, "frac": frac, "draws": [r.to_dict() for r in runs]}

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from datadistill.analysis.isa import hard_easy_summary
 from datadistill.analysis.metrics import (
     embed,
     feature_network,
@@ -34,6 +35,9 @@ def analyze(
     max_real: int = 5000,
     tsne: bool = True,
     tsne_real: int = 2000,
+    hard_easy: int = 0,
+    hard_easy_net: str = "frepo-convnet-bn",
+    hard_easy_batch: int = 1024,
     seed: int = 0,
     device: torch.device | str | None = None,
     data_root: str | None = None,
@@ -46,6 +50,11 @@ def analyze(
       images by the synthetic set in a fixed feature space (``features``: ``"random"`` or
       ``"trained"`` ``net`` from ``seed``; see :func:`feature_network`);
     * ``segments``: per-segment records of a sequential set (pool sizes, dropped, forgotten);
+    * ``hard_easy`` (when ``hard_easy`` > 0): the ISA paper's hard-predicts-easy diagnostic
+      (:func:`~datadistill.analysis.isa.hard_predicts_easy`, easy fraction 0.2) over
+      ``hard_easy`` draws of a real batch of ``hard_easy_batch`` images and a fresh
+      ``hard_easy_net`` (seeds ``seed`` ... ``seed + hard_easy - 1``): mean and std of both
+      losses, and every draw;
     * with ``out_dir``: ``analysis.json``, ``tsne.png`` (unless ``tsne=False``) and, for a
       sequential set, ``segments.png``, all written atomically.
 
@@ -88,6 +97,10 @@ def analyze(
                           "net": net, "real_images": len(real_sub), "synthetic_images": len(x_syn)}
     records = (meta.get("sequential") or {}).get("segments")
     result["segments"] = records
+    result["hard_easy"] = None
+    if hard_easy > 0:
+        result["hard_easy"] = hard_easy_summary(synset, train, draws=hard_easy, net=hard_easy_net,
+                                                batch=hard_easy_batch, seed=seed, device=dev)
 
     if out_dir is not None:
         out = Path(out_dir)
@@ -125,6 +138,12 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(f"k-NN manifold (k={m['k']}, {m['features']} {m['net']} features, "
                  f"{m['real_images']} real / {m['synthetic_images']} synthetic): precision "
                  f"{m['precision']:.4f}, recall {m['recall']:.4f}, coverage {m['coverage']:.4f}")
+    he = result.get("hard_easy")
+    if he:
+        lines.append(f"hard predicts easy (ISA; KRR on fresh {he['net']} features, batch "
+                     f"{he['batch']}, {len(he['draws'])} draws): hardest 80 % -> easiest 20 % "
+                     f"{he['hard_to_easy']:.4f} ± {he['hard_to_easy_std']:.4f}, easiest 80 % -> "
+                     f"hardest 20 % {he['easy_to_hard']:.4f} ± {he['easy_to_hard_std']:.4f}")
     records = result.get("segments")
     if records:
         lines.append(f"{'segment':>8}{'IPC':>6}{'steps':>8}{'pool':>8}{'reg pool':>10}"
