@@ -9,6 +9,7 @@ that produces it.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from datadistill.strategies import STRATEGIES
@@ -267,6 +268,7 @@ def frepo_section() -> list[str]:
                 f"{_short(r.get('machine', MACHINE_AMX))} | {r['date']} |")
         lines += ["", "Commands: " + "; ".join(
             f"`{r['command']}`" for r in rows), ""]
+        lines += discard_ablation_lines(rows)
     else:
         lines += ["Not yet measured: `python benchmarks/bench_frepo.py --ipc 10`", ""]
     st = _load(RESULTS / "frepo_step.json")
@@ -289,6 +291,43 @@ def frepo_section() -> list[str]:
             "",
         ]
     return lines
+
+
+def _signed_discard(r: dict) -> float | None:
+    """The row's crucial-sample setting as one signed fraction (negative: the hardest dropped),
+    0 for plain FRePo; None for rows with ISA on (not part of the discard ablation)."""
+    if not r.get("strategy"):
+        return 0.0
+    if r["strategy"] != "isa":
+        return None
+    o = STRATEGIES.get("isa")(r.get("strategy_options") or {}).options
+    if o["isa_eps"]:
+        return None
+    return -o["discard_easy"] if o["drop"] == "hardest" else o["discard_easy"]
+
+
+def discard_ablation_lines(rows: list[dict]) -> list[str]:
+    """The ISA paper's Figure 1 / 5 ablation (issue 4: p in {drop hardest 0.1, none, drop
+    easiest 0.1, 0.2, 0.3}), from the FRePo rows without ISA, by IPC."""
+    pts = sorted(((r["ipc"], p, r) for r in rows if (p := _signed_discard(r)) is not None),
+                 key=lambda t: t[:2])
+    settings = Counter(ipc for ipc, _, _ in pts)
+    pts = [t for t in pts if settings[t[0]] >= 2]  # an IPC with one setting is no ablation
+    if not pts:
+        return []
+    lines = ["Crucial-sample ablation (no ISA): the fraction of each real batch discarded per",
+             "meta-step, the hardest (by per-sample KRR loss) or the easiest; the ISA paper has",
+             "discarding the easiest help and the hardest hurt (its Figures 1 and 5).", "",
+             "| IPC | discarded | accuracy % | KRR % | distill s | date |", "|---|---|---|---|---|---|"]
+    for ipc, p, r in pts:
+        ev = r["frepo"]
+        model = next(iter(ev["scores"]))
+        sc, krr = ev["scores"][model], (ev.get("krr_scores") or {}).get(model)
+        what = ("none" if p == 0 else f"hardest {100 * -p:g} %" if p < 0 else f"easiest {100 * p:g} %")
+        lines.append(f"| {ipc} | {what} | {sc['mean']:.2f} ± {sc['std']:.2f} | "
+                     + (f"{krr['mean']:.2f} ± {krr['std']:.2f}" if krr else "-")
+                     + f" | {_num(r.get('distill_seconds'))} | {r['date']} |")
+    return lines + [""]
 
 
 def isa_diag_section() -> list[str]:
