@@ -331,6 +331,10 @@ def test_parse_override():
     assert parse_override("lr_img=2") == ("lr_img", 2)
     assert parse_override("compile=false") == ("compile", False)
     assert parse_override(" precision = fp32") == ("precision", "fp32")
+    # YAML 1.1 reads 1e-4 (no dot) as a string; a learning rate must stay a number
+    assert parse_override("lr_img=1e-4") == ("lr_img", 1e-4)
+    assert parse_override("lr=-2.5E+3") == ("lr", -2500.0)
+    assert parse_override("init=e5") == ("init", "e5")
     with pytest.raises(ConfigError):
         parse_override("lr_img")
 

@@ -16,6 +16,7 @@ overrides, and returns a flat dict that is written next to every run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -119,9 +120,18 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     return value
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``key=value`` (value read as YAML: numbers, booleans, lists) for ``--set``."""
+    """Parse ``key=value`` (value read as YAML: numbers, booleans, lists) for ``--set``.
+
+    Scientific notation without a dot (``1e-4``), a string to YAML 1.1, is read as a float.
+    """
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str) and _SCIENTIFIC.fullmatch(parsed.strip()):
+        parsed = float(parsed)
+    return key.strip(), parsed

@@ -1,16 +1,21 @@
-"""Choose the DM ``fast`` preset on a validation split (never on the test set).
+"""Choose a method's ``fast`` preset on a validation split (never on the test set).
 
 10,000 images are held out of the Fashion-MNIST training set (seeded permutation); each candidate
-distils the remaining 50,000 at equal wall-clock cost (the real-image pass dominates a DM step, so a
-candidate with half the real batch gets more iterations) and is evaluated on the held-out images
-with a shortened ``dsa`` protocol (``--epochs``, default 300) and 2 networks: a cheap proxy whose
-only job is to rank candidates. The chosen preset is then measured on the test set with the full
-protocol by ``run_all.py`` / ``bench_dm_curve.py``.
+distils the remaining 50,000 (compare candidates at equal wall-clock cost: for DM the real-image
+pass dominates a step, so a candidate with half the real batch gets more iterations) and is
+evaluated on the held-out images with the method's own protocol shortened to ``--epochs``
+(default 300) and 2 networks: a cheap proxy whose only job is to rank candidates. The chosen
+preset is then measured on the test set with the full protocol by ``run_all.py`` /
+``bench_dm_curve.py``. Each row also records how far the images moved from their
+initialisation (``||x - x0|| / ||x0||`` of the stored images): a fast preset with a fraction of
+the paper's steps at the paper's learning rate barely moves them.
 
-    python benchmarks/tune_dm.py --ipc 10 \\
+    python benchmarks/tune_preset.py --method dm --ipc 10 \\
         --candidate base:lr_img=1.0,batch_real=256:300 --candidate lr3:lr_img=3.0,batch_real=256:300
+    python benchmarks/tune_preset.py --method idc --ipc 10 --candidate lr1e-3:lr_img=1e-3:30
 
-A candidate is ``NAME:KEY=VALUE,...:STEPS``; results are cached in ``benchmarks/results/tune_dm/``.
+A candidate is ``NAME:KEY=VALUE,...:STEPS`` (preset overrides; STEPS: the method's ``steps``);
+results are cached in ``benchmarks/results/tune_<method>/``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 from datadistill import load_dataset
 from datadistill.config import parse_override
 from datadistill.evaluate import evaluate, get_protocol
-from datadistill.methods import distill
+from datadistill.methods import METHODS, distill
 from datadistill.utils import (
     Timer,
     atomic_write_text,
@@ -34,7 +39,7 @@ from datadistill.utils import (
     tune_allocator,
 )
 
-OUT = Path(__file__).parent / "results" / "tune_dm"
+RESULTS = Path(__file__).parent / "results"
 
 
 def validation_split(train, n_val: int, seed: int):
@@ -46,6 +51,7 @@ def validation_split(train, n_val: int, seed: int):
 def main() -> None:
     tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
+    ap.add_argument("--method", default="dm")
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--candidate", action="append", required=True, help="NAME:K=V,...:STEPS")
     ap.add_argument("--epochs", type=int, default=300)
@@ -56,27 +62,33 @@ def main() -> None:
     train, _ = load_dataset("fashion-mnist")
     fit, val = validation_split(train, a.n_val, a.seed)
     val.split = "validation"
-    OUT.mkdir(parents=True, exist_ok=True)
-    proto = get_protocol("dsa").with_(epochs=a.epochs)
+    out = RESULTS / f"tune_{a.method}"
+    out.mkdir(parents=True, exist_ok=True)
+    proto = get_protocol(METHODS.get(a.method).default_protocol).with_(epochs=a.epochs)
     for spec in a.candidate:
         name, kvs, steps = spec.split(":")
-        path = OUT / f"ipc{a.ipc}-{name}.json"
+        path = out / f"ipc{a.ipc}-{name}.json"
         if path.exists():
             print(path.read_text())
             continue
         overrides = dict(parse_override(kv) for kv in kvs.split(",") if kv)
         with Timer() as t:
-            synset = distill("dm", fit, a.ipc, preset="fast", seed=a.seed, steps=int(steps),
+            synset = distill(a.method, fit, a.ipc, preset="fast", seed=a.seed, steps=int(steps),
                              progress=False, **overrides)
+        moved = None
+        if synset.initial is not None:
+            moved = float((synset.images - synset.initial).norm() / synset.initial.norm())
         res = evaluate(synset, proto, ["convnet"], a.num_eval, seed=0, train=fit, test=val,
                        baseline=False, progress=False)
         s = res.scores["convnet"]
-        row = {"name": name, "ipc": a.ipc, "overrides": overrides, "steps": int(steps),
+        row = {"name": name, "method": a.method, "ipc": a.ipc, "overrides": overrides,
+               "steps": int(steps), "relative_image_change": moved, "protocol": proto.name,
                "distill_seconds": round(t.seconds, 1), "val_accuracies": s.accuracies,
                "val_mean": s.mean, "val_std": s.std, "epochs": a.epochs,
                "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
                "machine": machine_description(),
-               "command": f"python benchmarks/tune_dm.py --ipc {a.ipc} --candidate {spec} "
+               "command": f"python benchmarks/tune_preset.py --method {a.method} --ipc {a.ipc} "
+                          f"--candidate {spec} "
                           f"--epochs {a.epochs} --num-eval {a.num_eval}"}
         atomic_write_text(path, json.dumps(row, indent=2))
         print(json.dumps(row), flush=True)
