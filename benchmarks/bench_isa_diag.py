@@ -44,14 +44,17 @@ def main() -> None:
     if not a.synsets and not a.random:
         ap.error("pass synthetic sets and/or --random IPC")
     train, _ = load_dataset(a.dataset)
-    sets: list[tuple[str, SyntheticSet]] = [(Path(p).stem, SyntheticSet.load(p)) for p in a.synsets]
+    # (name, set, its part of the command that reproduces the row)
+    sets: list[tuple[str, SyntheticSet, str]] = [(Path(p).stem, SyntheticSet.load(p), p)
+                                                 for p in a.synsets]
     for ipc in a.random:
         x, y = random_subset(train, ipc, a.seed)
         sets.append((f"{a.dataset}-random-ipc{ipc}",
                      SyntheticSet(x, y, train.class_names, train.preprocessing,
-                                  meta={"dataset": a.dataset, "method": "random"})))
+                                  meta={"dataset": a.dataset, "method": "random"}),
+                     f"--random {ipc}"))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for name, synset in sets:
+    for name, synset, arg in sets:
         t0 = time.perf_counter()
         r = analyze(synset, train=train, tsne=False, hard_easy=a.draws, seed=a.seed)
         row = {"name": name, "dataset": a.dataset, "ipc": synset.ipc,
@@ -59,9 +62,7 @@ def main() -> None:
                "manifold": r["manifold"], "hard_easy": r["hard_easy"],
                "seconds": time.perf_counter() - t0, "machine": machine_description(),
                "date": time.strftime("%Y-%m-%d"),
-               "command": "python benchmarks/bench_isa_diag.py "
-                          + (f"--random {synset.ipc}" if synset.meta.get("method") == "random"
-                             else f"benchmarks/results/frepo/{name}.pt")}
+               "command": f"python benchmarks/bench_isa_diag.py {arg}"}
         atomic_write_text(RESULTS / f"{name}.json", json.dumps(row, indent=2, default=str))
         he, m = r["hard_easy"], r["manifold"]
         print(f"{name}: recall {m['recall']:.4f} coverage {m['coverage']:.4f}; hard->easy "
