@@ -48,6 +48,14 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
+def _only_model(scores: dict) -> str:
+    """The one network a benchmark row evaluated (bench_frepo / bench_sequential evaluate one:
+    the method's protocol network); a row with several would need a column per network."""
+    if len(scores) != 1:
+        raise ValueError(f"expected one evaluated network in the row, found {sorted(scores)}")
+    return next(iter(scores))
+
+
 def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
                   title: str = "## Fashion-MNIST, ConvNet-3, `dsa` protocol (1000 epochs, "
                                "per-sample DSA), fast presets") -> list[str]:
@@ -102,7 +110,7 @@ def _curve_rows() -> list[dict]:
         r = json.loads(p.read_text())
         if (r["dataset"] == "fashion-mnist" and r["preset"] == "fast" and r["protocol"] == "dsa"
                 and not r.get("strategy_options")):
-            sc = next(iter(r["evaluation"]["scores"].values()))
+            sc = r["evaluation"]["scores"][_only_model(r["evaluation"]["scores"])]
             rows.append({"ipc": r["ipc"], "iterations": r["steps"],
                          "distill_seconds": r["distill_seconds"], "mean": sc["mean"],
                          "std": sc["std"], "num_eval": r["num_eval"], "date": r["date"],
@@ -252,7 +260,7 @@ def frepo_section() -> list[str]:
         ]
         for r in rows:
             ev = r["frepo"]
-            model = next(iter(ev["scores"]))
+            model = _only_model(ev["scores"])
             sc, base = ev["scores"][model], (ev.get("baseline") or {}).get(model)
             # KRR predictor: the same networks (krr_scores), or a separate frepo-krr run
             krr = (ev.get("krr_scores") or (r.get("frepo-krr") or {}).get("scores") or {}).get(model)
@@ -321,7 +329,7 @@ def discard_ablation_lines(rows: list[dict]) -> list[str]:
              "| IPC | discarded | accuracy % | KRR % | distill s | date |", "|---|---|---|---|---|---|"]
     for ipc, p, r in pts:
         ev = r["frepo"]
-        model = next(iter(ev["scores"]))
+        model = _only_model(ev["scores"])
         sc, krr = ev["scores"][model], (ev.get("krr_scores") or {}).get(model)
         what = ("none" if p == 0 else f"hardest {100 * -p:g} %" if p < 0 else f"easiest {100 * p:g} %")
         lines.append(f"| {ipc} | {what} | {sc['mean']:.2f} ± {sc['std']:.2f} | "
@@ -400,7 +408,7 @@ def sequential_section() -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        sc = next(iter(r["evaluation"]["scores"].values()))  # the one model: convnet
+        sc = r["evaluation"]["scores"][_only_model(r["evaluation"]["scores"])]
         segs = r.get("segments") or []
         us = (r.get("update_signal") or {}).get("mean")
         m = r["manifold"]
