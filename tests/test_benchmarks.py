@@ -1,0 +1,64 @@
+"""Tests of the benchmark scripts' shared resume logic, through ``benchmarks/tune_preset.py`` run
+in-process on digits (the scripts are not part of the package; they import ``common`` from their
+own folder)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def tune_preset(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import tune_preset
+
+    def run(*argv: str) -> None:
+        monkeypatch.setattr(sys, "argv", ["tune_preset.py", *argv])
+        tune_preset.main()
+        torch.set_num_threads(1)  # main() tunes the allocator only; keep the test suite's setting
+
+    return run
+
+
+def _args(out: Path) -> list[str]:
+    return ["--dataset", "digits", "--method", "dm", "--ipc", "2", "--n-val", "300",
+            "--epochs", "5", "--num-eval", "1", "--out", str(out),
+            "--candidate", "a:lr_img=2,compile=false:3"]
+
+
+def test_tune_preset_row_and_resume(tune_preset, tmp_path, capsys):
+    tune_preset(*_args(tmp_path))
+    row_path = tmp_path / "ipc2-a.json"
+    row = json.loads(row_path.read_text())
+    assert row["dataset"] == "digits" and row["overrides"] == {"lr_img": 2, "compile": False}
+    assert row["steps"] == 3 and 0 < row["relative_image_change"] < 1
+    assert len(row["val_accuracies"]) == 1 and 10 < row["val_mean"] <= 100  # 10 classes
+    assert (tmp_path / "ipc2-a.pt").exists()  # the set is kept beside its row
+    assert not list((tmp_path / "checkpoints").glob("*"))  # the evaluation checkpoint is removed
+
+    # a finished candidate is skipped
+    capsys.readouterr()
+    tune_preset(*_args(tmp_path))
+    assert json.loads(capsys.readouterr().out) == row
+
+    # killed after distilling (set saved, row not yet written): the set is re-used, not re-made,
+    # and the same seed gives the same validation accuracy
+    row_path.unlink()
+    tune_preset(*_args(tmp_path))
+    assert "the set of an interrupted run" in capsys.readouterr().out
+    again = json.loads(row_path.read_text())
+    assert again["val_accuracies"] == row["val_accuracies"]
+    assert again["distill_seconds"] == row["distill_seconds"]  # the set's own record
+
+
+def test_tune_preset_rejects_bad_validation_size(tune_preset, tmp_path):
+    with pytest.raises(SystemExit):
+        tune_preset("--dataset", "digits", "--n-val", "5000", "--out", str(tmp_path),
+                    "--candidate", "a::1")
