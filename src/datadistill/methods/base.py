@@ -263,6 +263,35 @@ class Checkpointer:
             )
         return state
 
+    def restore(self, fingerprint: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
+                optimizer: torch.optim.Optimizer,
+                generator: torch.Generator) -> dict[str, Any] | None:
+        """Resume a run: load the saved state (as :meth:`load`) and copy it into the live
+        objects: each of ``tensors`` in place (by its key in the state), the optimiser's and the
+        generator's states. Returns the saved dict (``step``, ``wall`` and the method's own
+        entries) or None when there is nothing to resume (the objects are then untouched)."""
+        saved = self.load(fingerprint)
+        if saved is None:
+            return None
+        with torch.no_grad():
+            for key, t in tensors.items():
+                t.copy_(saved[key].to(t.device))
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        return saved
+
+    @staticmethod
+    def snapshot(fingerprint: Mapping[str, Any], step: int, tensors: Mapping[str, torch.Tensor],
+                 optimizer: torch.optim.Optimizer, generator: torch.Generator, wall: float,
+                 **extra: Any) -> dict[str, Any]:
+        """The state :meth:`restore` reads: ``tensors`` (detached, on the CPU), the optimiser's
+        and generator's states, the 1-based ``step`` done, ``wall`` seconds so far, and
+        ``extra`` entries of the method's own."""
+        return {"fingerprint": dict(fingerprint), "step": step,
+                **{k: t.detach().cpu() for k, t in tensors.items()},
+                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "wall": wall, **extra}
+
 
 def step_loop(
     total: int,

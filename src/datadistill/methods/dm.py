@@ -198,12 +198,8 @@ class DM(Distiller):
         fingerprint = self.run_fingerprint(real, ipc, seed, segment)
         seg = SegmentTerms(segment, real, device) if segment is not None else None
         start = 0
-        saved = ckpt.load(fingerprint) if resume else None
+        saved = ckpt.restore(fingerprint, {"images": syn_x}, opt, gen) if resume else None
         if saved is not None:
-            with torch.no_grad():
-                syn_x.copy_(saved["images"].to(device))
-            opt.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"])
             start = int(saved["step"])
             initial = saved.get("initial", initial)
             t0 -= float(saved["wall"])  # wall time counts the interrupted part too
@@ -244,10 +240,8 @@ class DM(Distiller):
                                     time.perf_counter() - t0, initial=initial)
 
         def state(it: int) -> dict:
-            return {"fingerprint": fingerprint, "step": it, "images": syn_x.detach().cpu(),
-                    "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                    "initial": initial,
-                    "wall": time.perf_counter() - t0}
+            return ckpt.snapshot(fingerprint, it, {"images": syn_x}, opt, gen,
+                                 time.perf_counter() - t0, initial=initial)
 
         step_loop(steps, start, step, desc=f"dm ipc={ipc}", progress=progress, checkpointer=ckpt,
                   state_fn=state, callbacks=callbacks, synset_fn=synset)

@@ -319,14 +319,10 @@ class FRePo(Distiller):
         ckpt = Checkpointer(checkpoint, self.cfg("checkpoint_every"))
         fingerprint = self.run_fingerprint(real, ipc, seed)
         start = 0
-        saved = ckpt.load(fingerprint) if resume else None
+        saved = (ckpt.restore(fingerprint, {"images": syn_x, "labels": syn_y}, opt, gen)
+                 if resume else None)
         if saved is not None:
-            with torch.no_grad():
-                syn_x.copy_(saved["images"].to(device))
-                syn_y.copy_(saved["labels"].to(device))
-            opt.load_state_dict(saved["optimizer"])
             pool.load_state_dict(saved["pool"])
-            gen.set_state(saved["generator"])
             start = int(saved["step"])
             t0 -= float(saved["wall"])
 
@@ -361,10 +357,8 @@ class FRePo(Distiller):
                                     extra={"pool_resets": pool.resets})
 
         def state(it: int) -> dict:
-            return {"fingerprint": fingerprint, "step": it, "images": syn_x.detach().cpu(),
-                    "labels": syn_y.detach().cpu(), "optimizer": opt.state_dict(),
-                    "pool": pool.state_dict(), "generator": gen.get_state(),
-                    "wall": time.perf_counter() - t0}
+            return ckpt.snapshot(fingerprint, it, {"images": syn_x, "labels": syn_y}, opt, gen,
+                                 time.perf_counter() - t0, pool=pool.state_dict())
 
         step_loop(steps, start, step, desc=f"frepo ipc={ipc}", progress=progress,
                   checkpointer=ckpt, state_fn=state, callbacks=callbacks, synset_fn=synset)

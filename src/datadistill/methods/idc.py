@@ -235,12 +235,8 @@ class IDC(Distiller):
         ckpt = Checkpointer(checkpoint, self.cfg("checkpoint_every"))
         fingerprint = self.run_fingerprint(real, ipc, seed, segment)
         start = 0
-        saved = ckpt.load(fingerprint) if resume else None
+        saved = ckpt.restore(fingerprint, {"pixels": pix}, opt, gen) if resume else None
         if saved is not None:
-            with torch.no_grad():
-                pix.copy_(saved["pixels"].to(device))
-            opt.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"])
             start = int(saved["step"])
             initial = saved.get("initial", initial)
             t0 -= float(saved["wall"])
@@ -317,9 +313,8 @@ class IDC(Distiller):
                                     factor=f, initial=initial)
 
         def state(it: int) -> dict:
-            return {"fingerprint": fingerprint, "step": it, "pixels": pix.detach().cpu(),
-                    "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                    "initial": initial, "wall": time.perf_counter() - t0}
+            return ckpt.snapshot(fingerprint, it, {"pixels": pix}, opt, gen,
+                                 time.perf_counter() - t0, initial=initial)
 
         step_loop(steps, start, step, desc=f"idc ipc={ipc}", progress=progress, checkpointer=ckpt,
                   state_fn=state, callbacks=callbacks, synset_fn=synset)
