@@ -423,6 +423,36 @@ def sequential_section() -> list[str]:
     return lines
 
 
+def tuning_section() -> list[str]:
+    """The `fast`-preset candidates of `tune_preset.py`: validation accuracy under a shortened
+    protocol (a proxy for ranking candidates, not comparable with the test-set rows above)."""
+    rows = [(p.parent.name.removeprefix("tune_"), json.loads(p.read_text()))
+            for p in sorted(RESULTS.glob("tune_*/ipc*.json"))]
+    if not rows:
+        return []
+    lines = ["## Preset tuning on a validation split (`benchmarks/tune_preset.py`)", "",
+             "10,000 Fashion-MNIST training images held out; each candidate distils the other",
+             "50,000 and is evaluated on the held-out images with its method's protocol cut to",
+             "the given epochs (2 networks). Images moved: `||x - x0|| / ||x0||` of the stored",
+             "images. Used only to choose a preset; the chosen one is then measured on the test set.",
+             "",
+             "| method | IPC | candidate | overrides | steps | images moved | validation % | "
+             "epochs | distill s | machine | date |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for method, r in sorted(rows, key=lambda mr: (mr[0], mr[1]["ipc"], -mr[1]["val_mean"])):
+        moved = r.get("relative_image_change")
+        over = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in r["overrides"].items())
+        lines.append(
+            f"| {method} | {r['ipc']} | {r['name']} | {over or '-'} | {r['steps']} | "
+            + ("-" if moved is None else f"{100 * moved:.0f} %") + " | "
+            f"{r['val_mean']:.2f} ± {r['val_std']:.2f} | {r['epochs']} | "
+            f"{_num(r.get('distill_seconds'))} | {_short(r.get('machine', MACHINE_AMX))} | "
+            f"{r['date']} |")
+    lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for _, r in rows), ""]
+    return lines
+
+
 def in_progress_section() -> list[str]:
     """Evaluations that stopped part-way (a session ended): their finished networks, from the
     checkpoints that `benchmarks/common.py:eval_checkpoint` keeps. No mean is given until a row
@@ -456,7 +486,7 @@ def main() -> None:
                               "Fashion-MNIST, ConvNet-3, fast presets (`idc` protocol for IDC)")
               + [""] + curve_section() + speed_section() + gm_section()
               + sequential_section() + frepo_section() + isa_diag_section()
-              + in_progress_section())
+              + tuning_section() + in_progress_section())
     if notes:
         parts += [notes]
     (ROOT.parent / "BENCHMARKS.md").write_text("\n".join(parts).rstrip() + "\n")
