@@ -62,3 +62,18 @@ def test_tune_preset_rejects_bad_validation_size(tune_preset, tmp_path):
     with pytest.raises(SystemExit):
         tune_preset("--dataset", "digits", "--n-val", "5000", "--out", str(tmp_path),
                     "--candidate", "a::1")
+
+
+def test_report_renders_the_committed_results(monkeypatch):
+    """Every section of BENCHMARKS.md renders from the committed results (a new result file in
+    an unexpected shape fails here, not when a session regenerates the report)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import report
+
+    sections = [report.table_section(), report.curve_section(), report.speed_section(),
+                report.gm_section(), report.sequential_section(), report.frepo_section(),
+                report.isa_diag_section(), report.tuning_section(), report.in_progress_section()]
+    assert all(isinstance(line, str) for lines in sections for line in lines)
+    tuning = "\n".join(report.tuning_section())
+    for row in (BENCH / "results").glob("tune_*/ipc*.json"):
+        assert f"| {json.loads(row.read_text())['name']} |" in tuning
