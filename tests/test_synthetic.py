@@ -141,6 +141,24 @@ def test_atomic_save_interrupted_before_write(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["synset.pt"]
 
 
+def test_atomic_write_gives_a_plain_files_permissions(tmp_path):
+    """The temporary file is owner-only (mkstemp); the artifact gets what open() would give a
+    new file (0o666 less the umask), and a replaced file keeps its own mode."""
+    import os
+
+    from datadistill.utils import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "a.json", 0o640)
+        atomic_write_text(tmp_path / "a.json", "[]")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
+
+
 # ------------------------------------------------------------------------------ bad files
 
 

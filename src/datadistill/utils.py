@@ -17,6 +17,13 @@ import torch
 from datadistill.errors import ConfigError
 
 
+def _new_file_mode() -> int:
+    """The permission bits ``open(path, "w")`` gives a new file: 0o666 less the umask."""
+    umask = os.umask(0o022)  # reading the umask means setting it; restored at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
@@ -33,6 +40,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:  # flush to disk before the rename makes it visible
             os.fsync(f.fileno())
+        # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
+        os.chmod(tmp_path, path.stat().st_mode & 0o777 if path.exists() else _new_file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
