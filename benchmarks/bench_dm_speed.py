@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def main() -> None:
     res["fast_preset_variant"] = f"ours_{fast}_compiled_s"
     res["speedup_fast_preset"] = res["reference_per_class_fp32_s"] / res[res["fast_preset_variant"]]
     res["date"] = time.strftime("%Y-%m-%d")
+    res["command"] = " ".join(["python benchmarks/bench_dm_speed.py", *sys.argv[1:]])
     print(json.dumps(res, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(a.out), json.dumps(res, indent=2))

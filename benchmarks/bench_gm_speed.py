@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def main() -> None:
            "machine": machine_description(),
            "dc": bench(train, a.batch_real, 10, "cos", False, a.repeats, bf16),
            "idc": bench(train, 64, 40, "l1", True, a.repeats, bf16),
-           "date": time.strftime("%Y-%m-%d")}
+           "date": time.strftime("%Y-%m-%d"),
+           "command": " ".join(["python benchmarks/bench_gm_speed.py", *sys.argv[1:]])}
     print(json.dumps(out, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(a.out), json.dumps(out, indent=2))

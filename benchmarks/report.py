@@ -158,8 +158,8 @@ def speed_section() -> list[str]:
                 label += " (fast preset)" if key == fast else ""
                 lines.append(f"| {label} | {dm[key]:.2f} | {ref / dm[key]:.2f}x |")
         lines += ["", f"Machine: {dm.get('machine', MACHINE_AMX)}.",
-                  f"Command: `python benchmarks/bench_dm_speed.py --ipc {dm['ipc']} "
-                  f"--iters {dm['iters']}`", ""]
+                  "Command: `" + dm.get("command", "python benchmarks/bench_dm_speed.py "
+                                        f"--ipc {dm['ipc']} --iters {dm['iters']}") + "`", ""]
     for path in sorted(RESULTS.glob("eval_speed*.json")):
         ev = _load(path)
         if "speedup" not in ev:  # a run still in progress (partial results are saved)
@@ -201,26 +201,31 @@ GM_VARIANTS = {
 
 
 def gm_section() -> list[str]:
-    """Per-class gradient speed of gradient matching (bench_gm_speed.py)."""
-    gm = _load(RESULTS / "gm_speed.json")
-    if not gm or "ours_fp32_s" not in gm.get("dc", {}):
+    """Per-class gradient speed of gradient matching (bench_gm_speed.py), one table per machine
+    (``gm_speed*.json``)."""
+    found = [gm for p in sorted(RESULTS.glob("gm_speed*.json"))
+             if "ours_fp32_s" in (gm := _load(p)).get("dc", {})]
+    if not found:
         return ["Gradient matching speed: not yet measured with the current script: "
                 "`python benchmarks/bench_gm_speed.py --repeats 3`", ""]
-    lines = [f"Gradient matching outer step at IPC {gm['ipc']} (per-class gradients of the real "
-             "and synthetic batches, distance, backward to the images), median seconds of "
-             f"interleaved repeats ({gm['date']}):", "",
-             "| method | variant | s / outer step | speed-up | image-gradient rel. diff |",
-             "|---|---|---|---|---|"]
-    for method in ("dc", "idc"):
-        r = gm[method]
-        for key, label in GM_VARIANTS.items():
-            if f"{key}_s" in r:
-                speed = f"{r[key + '_speedup']:.2f}x" if key != "loop_fp32" else "1.00x"
-                diff = f"{r[key + '_grad_rel_diff']:.1e}" if key != "loop_fp32" else "-"
-                lines.append(f"| {method} ({r['real_per_class']} real, {r['syn_per_class']} syn "
-                             f"/ class) | {label} | {r[key + '_s']:.2f} | {speed} | {diff} |")
-    lines += ["", f"Machine: {gm.get('machine', MACHINE_AMX)}.",
-              "Command: `python benchmarks/bench_gm_speed.py --repeats 3`", ""]
+    lines = []
+    for gm in found:
+        lines += [f"Gradient matching outer step at IPC {gm['ipc']} (per-class gradients of the "
+                  "real and synthetic batches, distance, backward to the images), median seconds "
+                  f"of interleaved repeats ({gm['date']}):", "",
+                  "| method | variant | s / outer step | speed-up | image-gradient rel. diff |",
+                  "|---|---|---|---|---|"]
+        for method in ("dc", "idc"):
+            r = gm[method]
+            for key, label in GM_VARIANTS.items():
+                if f"{key}_s" in r:
+                    speed = f"{r[key + '_speedup']:.2f}x" if key != "loop_fp32" else "1.00x"
+                    diff = f"{r[key + '_grad_rel_diff']:.1e}" if key != "loop_fp32" else "-"
+                    lines.append(f"| {method} ({r['real_per_class']} real, {r['syn_per_class']} "
+                                 f"syn / class) | {label} | {r[key + '_s']:.2f} | {speed} | "
+                                 f"{diff} |")
+        cmd = gm.get("command", "python benchmarks/bench_gm_speed.py --repeats 3")
+        lines += ["", f"Machine: {gm.get('machine', MACHINE_AMX)}.", f"Command: `{cmd}`", ""]
     return lines
 
 
