@@ -38,9 +38,12 @@ def _load(path: Path) -> dict | None:
 
 
 def _short(machine: str) -> str:
-    """A machine column: "Xeon (AMX)" or "EPYC (AVX2)" from a machine description."""
+    """A machine column: "Xeon (AMX)", "EPYC (AVX2)" or "EPYC (AVX-512 bf16)" from a machine
+    description."""
     if "AVX2" in machine and "bf16 emulated" in machine:
         return "EPYC (AVX2)" if "EPYC" in machine else "AVX2"
+    if "AVX512" in machine and "bf16 native" in machine and "EPYC" in machine:
+        return "EPYC (AVX-512 bf16)"  # precision auto resolves to bf16 here
     return "Xeon (AMX)" if "AMX" in machine else machine
 
 
@@ -442,17 +445,20 @@ def tuning_section() -> list[str]:
              "images. Used only to choose a preset; the chosen one is then measured on the test set.",
              "",
              "| method | IPC | candidate | overrides | steps | images moved | validation % | "
-             "epochs | distill s | machine | date |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "epochs | precision | distill s | machine | date |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for method, r in sorted(rows, key=lambda mr: (mr[0], mr[1]["ipc"], -mr[1]["val_mean"])):
         moved = r.get("relative_image_change")
         over = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in r["overrides"].items())
+        machine = r.get("machine", MACHINE_AMX)
+        # rows before "precision" was recorded: the fast presets' "auto" = bf16 where native
+        precision = r.get("precision") or ("bf16" if "bf16 native" in machine else "fp32")
         lines.append(
             f"| {method} | {r['ipc']} | {r['name']} | {over or '-'} | {r['steps']} | "
             + ("-" if moved is None else f"{100 * moved:.0f} %") + " | "
-            f"{r['val_mean']:.2f} ± {r['val_std']:.2f} | {r['epochs']} | "
-            f"{_num(r.get('distill_seconds'))} | {_short(r.get('machine', MACHINE_AMX))} | "
+            f"{r['val_mean']:.2f} ± {r['val_std']:.2f} | {r['epochs']} | {precision} | "
+            f"{_num(r.get('distill_seconds'))} | {_short(machine)} | "
             f"{r['date']} |")
     lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for _, r in rows), ""]
     return lines

@@ -39,6 +39,8 @@ from datadistill.utils import (
     atomic_write_text,
     machine_description,
     make_generator,
+    resolve_device,
+    resolve_precision,
     tune_allocator,
 )
 
@@ -103,6 +105,9 @@ def main() -> None:
                "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
                "machine": machine_description(),
                "dataset": a.dataset,
+               # what precision "auto" meant here (bf16 where native: it differs by machine)
+               "precision": resolve_precision(str(d.config.get("precision", "fp32")),
+                                              resolve_device(None)),
                "command": f"python benchmarks/tune_preset.py --method {a.method} --ipc {a.ipc} "
                           f"--candidate {spec} "
                           f"--epochs {a.epochs} --num-eval {a.num_eval}"
