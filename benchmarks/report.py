@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parent
@@ -59,6 +60,17 @@ def _only_model(scores: dict) -> str:
     return next(iter(scores))
 
 
+def _earlier_preset(method: str, ipc: int, config: dict | None) -> str:
+    """What a row's recorded config has that today's ``fast`` preset no longer has, e.g.
+    ``"lr_img=0.0001"`` (empty when they agree or the row recorded no config): such a row
+    measured an earlier preset and needs ``run_all.py --force`` to measure the current one."""
+    if not config:
+        return ""
+    now = make_distiller(method, dataset="fashion-mnist", ipc=ipc, preset="fast").config
+    return ", ".join(f"{k}={config[k]:g}" if isinstance(config[k], float) else f"{k}={config[k]}"
+                     for k in sorted(config) if k in now and config[k] != now[k])
+
+
 def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
                   title: str = "## Fashion-MNIST, ConvNet-3, `dsa` protocol (1000 epochs, "
                                "per-sample DSA), fast presets") -> list[str]:
@@ -72,7 +84,7 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
         "| eval s / model | peak MiB | machine | date |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    pending = []
+    pending, stale = [], []
     for ipc in ipcs:
         for m in methods:
             r = _load(RESULTS / "table" / f"{m}-ipc{ipc}.json")
@@ -86,8 +98,12 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
             if base is None and r.get("protocol", "dsa") == "dsa" and m != "random":
                 base = _load(RESULTS / "table" / f"random-ipc{ipc}.json")
             base_s = f"{base['mean']:.2f} ± {base['std']:.2f}" if base else "-"
+            earlier = _earlier_preset(m, ipc, r.get("config"))
+            if earlier:
+                stale.append(f"{m} IPC {ipc} ({earlier})")
             lines.append(
-                f"| {m} | {ipc} | {r.get('protocol', 'dsa')} | {r['mean']:.2f} ± {r['std']:.2f} | "
+                f"| {m}{' *' if earlier else ''} | {ipc} | {r.get('protocol', 'dsa')} | "
+                f"{r['mean']:.2f} ± {r['std']:.2f} | "
                 f"{base_s} | {pub_s} | "
                 f"{r['distill_seconds']:.0f} | {r['eval_seconds_per_model']:.0f} | "
                 f"{_num(r.get('peak_memory_mb'))} | {_short(r.get('machine', MACHINE_AMX))} | "
@@ -96,6 +112,10 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
     lines += ["", f"Command for every row: `python benchmarks/run_all.py --methods {','.join(methods)}"
               f" --ipcs {','.join(map(str, ipcs))}` (rows are cached in",
               "`benchmarks/results/table/`; `--methods` / `--ipcs` select rows)."]
+    if stale:
+        lines += ["", "\\* Measured with an earlier `fast` preset (its values differ from today's: "
+                  + "; ".join(stale) + "); `run_all.py --force` with the row's `--methods` / "
+                  "`--ipcs` measures the current one."]
     if pending:
         lines += ["", "Not yet measured (run these):", ""] + [f"- `{c}`" for c in pending]
     return lines
