@@ -216,10 +216,10 @@ def speed_section() -> list[str]:
 
 
 GM_VARIANTS = {
-    "loop_fp32": "per-class fp32 loop (original code's structure; `vectorize: auto` on AVX2)",
+    "loop_fp32": "per-class fp32 loop (original code's structure; `vectorize: auto` on a CPU)",
     "vmap_all_fp32": "both sides vmapped over classes, fp32",
     "ours_fp32": "real side looped, synthetic side vmapped, fp32 (`vectorize: true` on a CPU)",
-    "ours_bf16_real": "as above, bf16 real side (fast presets with native bf16)",
+    "ours_bf16_real": "as above, bf16 real side (`precision: auto` with native bf16)",
 }
 
 

@@ -58,7 +58,7 @@ from datadistill.methods.base import (
 )
 from datadistill.methods.dm import SegmentTerms, init_synthetic, sample_upto
 from datadistill.synthetic import SyntheticSet
-from datadistill.utils import cpu_has_fast_bf16, make_generator, resolve_device
+from datadistill.utils import make_generator, resolve_device
 
 #: (outer_loop, inner_loop) by IPC, ``get_loops`` of the original code.
 LOOPS: dict[int, tuple[int, int]] = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20),
@@ -163,16 +163,18 @@ def _at_least_fp32(t: Tensor) -> Tensor:
 
 def resolve_vectorize(value: bool | str, device: torch.device) -> bool:
     """The ``vectorize`` option: ``True`` / ``False``, or ``"auto"`` = vmap the per-class
-    gradients on CUDA and on CPUs with AMX / AVX-512 (where it measured faster), loop on older
-    CPUs: on a 2-core AVX2 CPU vmap made the whole outer step 0.89x (DC) and 0.78x (IDC) as
-    fast as the plain loop (``benchmarks/bench_gm_speed.py``, BENCHMARKS.md).
+    gradients on CUDA, loop on a CPU. On the quiet 2-core CPUs the plain loop was never slower
+    (``benchmarks/bench_gm_speed.py``, BENCHMARKS.md): the whole outer step with the synthetic
+    side vmapped ran 0.89x (DC) / 0.78x (IDC) as fast as the loop on an AVX2 EPYC, 0.98x /
+    0.56x on an AVX-512 EPYC with native bf16; only an AMX Xeon under heavy shared load read
+    faster (0.95x / 1.62x), too noisy to base a default on.
 
     Raises ConfigError for any other value."""
     if isinstance(value, bool):
         return value
     if value != "auto":
         raise ConfigError(f"vectorize must be true, false or auto, got {value!r}")
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+    return device.type == "cuda"
 
 
 def per_class_gradients(net: nn.Module, x: Tensor, classes: Tensor, *, create_graph: bool,
