@@ -6,8 +6,8 @@ import contextlib
 import os
 import resource
 import sys
-import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,13 +15,6 @@ from pathlib import Path
 import torch
 
 from datadistill.errors import ConfigError
-
-
-def _new_file_mode() -> int:
-    """The permission bits ``open(path, "w")`` gives a new file: 0o666 less the umask."""
-    umask = os.umask(0o022)  # reading the umask means setting it; restored at once
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
@@ -33,15 +26,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # created like open(path, "x") would (0o666 less the umask), unlike mkstemp's owner-only 0600
+    tmp_path = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:  # flush to disk before the rename makes it visible
             os.fsync(f.fileno())
-        # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
-        os.chmod(tmp_path, path.stat().st_mode & 0o777 if path.exists() else _new_file_mode())
+        if path.exists():  # a replaced file keeps its own mode
+            os.chmod(tmp_path, path.stat().st_mode & 0o777)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
