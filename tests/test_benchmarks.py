@@ -64,7 +64,7 @@ def test_tune_preset_rejects_bad_validation_size(tune_preset, tmp_path):
                     "--candidate", "a::1")
 
 
-def test_report_renders_the_committed_results(monkeypatch):
+def test_report_renders_the_committed_results(monkeypatch, tmp_path):
     """Every section of BENCHMARKS.md renders from the committed results (a new result file in
     an unexpected shape fails here, not when a session regenerates the report)."""
     monkeypatch.syspath_prepend(str(BENCH))
@@ -74,6 +74,8 @@ def test_report_renders_the_committed_results(monkeypatch):
                 report.gm_section(), report.sequential_section(), report.frepo_section(),
                 report.isa_diag_section(), report.tuning_section(), report.in_progress_section()]
     assert all(isinstance(line, str) for lines in sections for line in lines)
+    figure = report.ipc_figure_section(tmp_path)  # into tmp_path: the test leaves results alone
+    assert not figure or (tmp_path / "accuracy_vs_ipc.png").stat().st_size > 1000
     tuning = "\n".join(report.tuning_section())
     for row in (BENCH / "results").glob("tune_*/ipc*.json"):
         assert f"| {json.loads(row.read_text())['name']} |" in tuning

@@ -104,7 +104,7 @@ def load_accuracy_results(path: str | Path) -> dict[str, Any]:
     """Read and check an accuracy-versus-IPC JSON::
 
         {"title": "fashion-mnist, ConvNet-3",                       (optional)
-         "full": {"mean": 93.5, "std": 0.2},                        (optional; or a number)
+         "full": {"mean": 93.5, "std": 0.2, "label": "full real set"},  (optional; or a number)
          "series": {"dm": [{"ipc": 10, "mean": 83.6, "std": 0.3}, ...],
                     "dm+sequential": [...], "random": [...]}}
 
@@ -138,8 +138,12 @@ def accuracy_vs_ipc_plot(results: Mapping[str, Any], path: str | Path) -> Path:
     full = results.get("full")
     if full is not None:
         mean = full["mean"] if isinstance(full, dict) else float(full)
-        ax.axhline(mean, color="black", linestyle="--", label=f"full real set ({mean:.1f})")
+        label = full.get("label", "full real set") if isinstance(full, dict) else "full real set"
+        ax.axhline(mean, color="black", linestyle="--", label=f"{label} ({mean:.1f})")
     ax.set_xscale("log")
+    ipcs = sorted({p["ipc"] for pts in results["series"].values() for p in pts})
+    ax.set_xticks(ipcs, [str(i) for i in ipcs])  # the measured IPCs, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("images per class (IPC)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
