@@ -27,6 +27,7 @@ PUBLISHED = {  # REFERENCE.md, ConvNet-3, Fashion-MNIST, IPC 1 / 10 / 50
     "dsa": {1: 70.6, 10: 84.6, 50: 88.7},
     "idc": {1: 81.0, 10: 86.0, 50: 86.2},
 }
+FULL_REAL_PUBLISHED = 93.5  # REFERENCE.md: ConvNet-3 on the whole Fashion-MNIST training set
 METHODS = ["random", "herding", "k-center", "dm"]
 GM_METHODS = ["dc", "dsa", "idc"]  # issue 3 measures these at IPC 1 and 10
 # results written before the scripts recorded the machine were all measured on this one
@@ -73,6 +74,13 @@ def _earlier_preset(method: str, ipc: int, config: dict | None) -> str:
                      for k in sorted(config) if k in now and config[k] != now[k])
 
 
+def _table_row(method: str, ipc: int) -> tuple[dict | None, str]:
+    """A table row of ``run_all.py`` (None when not measured) and what its recorded preset has
+    that today's no longer has (see :func:`_earlier_preset`)."""
+    r = _load(RESULTS / "table" / f"{method}-ipc{ipc}.json")
+    return r, (_earlier_preset(method, ipc, r.get("config")) if r else "")
+
+
 def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
                   title: str = "## Fashion-MNIST, ConvNet-3, `dsa` protocol (1000 epochs, "
                                "per-sample DSA), fast presets") -> list[str]:
@@ -89,7 +97,7 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
     pending, stale = [], []
     for ipc in ipcs:
         for m in methods:
-            r = _load(RESULTS / "table" / f"{m}-ipc{ipc}.json")
+            r, earlier = _table_row(m, ipc)
             pub = PUBLISHED.get(m, {}).get(ipc)
             pub_s = f"{pub:.1f}" if pub else "-"
             if r is None:
@@ -100,7 +108,6 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
             if base is None and r.get("protocol", "dsa") == "dsa" and m != "random":
                 base = _load(RESULTS / "table" / f"random-ipc{ipc}.json")
             base_s = f"{base['mean']:.2f} ± {base['std']:.2f}" if base else "-"
-            earlier = _earlier_preset(m, ipc, r.get("config"))
             if earlier:
                 stale.append(f"{m} IPC {ipc} ({earlier})")
             lines.append(
@@ -123,9 +130,6 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
     return lines
 
 
-FULL_REAL_PUBLISHED = 93.5  # REFERENCE.md: ConvNet-3 on the whole Fashion-MNIST training set
-
-
 def ipc_figure_section(out_dir: Path = RESULTS) -> list[str]:
     """The papers' key figure from the table rows: test accuracy against IPC per method (rows of
     an earlier preset left out; a protocol other than `dsa` named in the series), the full real
@@ -136,8 +140,8 @@ def ipc_figure_section(out_dir: Path = RESULTS) -> list[str]:
     series: dict[str, list[dict]] = {}
     for m in METHODS + GM_METHODS:
         for ipc in IPCS:
-            r = _load(RESULTS / "table" / f"{m}-ipc{ipc}.json")
-            if r is None or _earlier_preset(m, ipc, r.get("config")):
+            r, earlier = _table_row(m, ipc)
+            if r is None or earlier:
                 continue
             proto = r.get("protocol", "dsa")
             name = m if proto == "dsa" else f"{m} ({proto} protocol)"
