@@ -6,6 +6,9 @@ iterations (with the distillation wall time so far), then evaluates every snapsh
 evaluation is reused, so the script can be re-run to add models or iterations.
 
     python benchmarks/bench_dm_curve.py --ipc 10 --snapshots 100,200,400,800,1500 --num-eval 5
+
+``--set K=V`` (repeatable) overrides the preset (e.g. ``--set lr_img=10``, a candidate chosen on
+the validation split by tune_preset.py); such snapshots carry the overrides in their file names.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 
 from datadistill import SyntheticSet, load_dataset
+from datadistill.config import parse_override
 from datadistill.evaluate import evaluate
 from datadistill.methods import distill
 from datadistill.utils import atomic_write_text, machine_description, tune_allocator
@@ -33,11 +37,14 @@ def main() -> None:
     ap.add_argument("--eval-only", action="store_true", help="only evaluate existing snapshots")
     ap.add_argument("--eval-only-largest", action="store_true",
                     help="evaluate only the last snapshot now (the others later, with --eval-only)")
+    ap.add_argument("--set", action="append", default=[], metavar="K=V",
+                    help="override a fast-preset key (repeatable)")
     a = ap.parse_args()
+    overrides = dict(parse_override(kv) for kv in a.set)
     snaps = sorted(int(s) for s in a.snapshots.split(","))
     train, test = load_dataset("fashion-mnist")
     OUT.mkdir(parents=True, exist_ok=True)
-    prefix = f"dm-ipc{a.ipc}-s{a.seed}"
+    prefix = f"dm-ipc{a.ipc}-s{a.seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
     missing = [s for s in snaps if not (OUT / f"{prefix}-it{s}.pt").exists()]
     if missing and not a.eval_only:
         t0 = time.perf_counter()
@@ -49,7 +56,7 @@ def main() -> None:
                 s.save(OUT / f"{prefix}-it{step}.pt")
 
         distill("dm", train, a.ipc, preset="fast", seed=a.seed, steps=max(snaps),
-                callbacks=(snapshot,))
+                callbacks=(snapshot,), **overrides)
     for s in snaps[-1:] if a.eval_only_largest else snaps:
         path = OUT / f"{prefix}-it{s}.json"
         if path.exists() and json.loads(path.read_text())["num_eval"] >= a.num_eval:
@@ -58,12 +65,15 @@ def main() -> None:
         res = evaluate(synset, "dsa", ["convnet"], a.num_eval, seed=0, train=train, test=test,
                        baseline=False)
         sc = res.scores["convnet"]
-        row = {"ipc": a.ipc, "iterations": s, "distill_seconds": synset.meta["distill_seconds"],
+        row = {"ipc": a.ipc, "iterations": s, "overrides": overrides,
+               "config": synset.meta.get("config"),
+               "distill_seconds": synset.meta["distill_seconds"],
                "accuracies": sc.accuracies, "mean": sc.mean, "std": sc.std,
                "num_eval": a.num_eval, "eval_seconds": res.wall_seconds,
                "date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
                "command": f"python benchmarks/bench_dm_curve.py --ipc {a.ipc} --snapshots "
-                          f"{a.snapshots} --num-eval {a.num_eval}"}
+                          f"{a.snapshots} --num-eval {a.num_eval}"
+                          + "".join(f" --set {kv}" for kv in a.set)}
         atomic_write_text(path, json.dumps(row, indent=2))
         print(f"it {s}: {sc.mean:.2f} ± {sc.std:.2f} ({synset.meta['distill_seconds']} s)",
               flush=True)

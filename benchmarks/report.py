@@ -177,8 +177,17 @@ def _curve_rows() -> list[dict]:
             rows.append({"ipc": r["ipc"], "iterations": r["steps"],
                          "distill_seconds": r["distill_seconds"], "mean": sc["mean"],
                          "std": sc["std"], "num_eval": r["num_eval"], "date": r["date"],
+                         "config": r["config"],
                          "machine": r["machine"], "command": r["command"]})
     return sorted(rows, key=lambda r: (r["ipc"], r["iterations"], r["date"]))
+
+
+def _image_lr(row: dict) -> float:
+    """The image learning rate a DM curve row ran with: its resolved config, else its overrides,
+    else 1.0 (the `fast` preset's rate when the first snapshots, which kept no config, were made)."""
+    if row.get("config"):
+        return float(row["config"]["lr_img"])
+    return float(row.get("overrides", {}).get("lr_img", 1.0))
 
 
 def curve_section() -> list[str]:
@@ -188,10 +197,10 @@ def curve_section() -> list[str]:
         return lines + ["Not yet measured: `python benchmarks/bench_dm_curve.py`", ""]
     lines += ["Each row is its own distillation (seed 0) except where one command lists several",
               "snapshots; distillation seconds depend on the machine (see the speed tables).", "",
-              "| IPC | iterations | distill s | accuracy % | networks | machine | date |",
-              "|---|---|---|---|---|---|---|"]
+              "| IPC | iterations | image lr | distill s | accuracy % | networks | machine | date |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['ipc']} | {r['iterations']} | {r['distill_seconds']:.0f} | "
+        lines.append(f"| {r['ipc']} | {r['iterations']} | {_image_lr(r):g} | {r['distill_seconds']:.0f} | "
                      f"{r['mean']:.2f} ± {r['std']:.2f} | {r['num_eval']} | "
                      f"{_short(r['machine'])} | {r['date']} |")
     commands = list(dict.fromkeys(r["command"] for r in rows))

@@ -79,3 +79,14 @@ def test_report_renders_the_committed_results(monkeypatch, tmp_path):
     tuning = "\n".join(report.tuning_section())
     for row in (BENCH / "results").glob("tune_*/ipc*.json"):
         assert f"| {json.loads(row.read_text())['name']} |" in tuning
+
+
+def test_report_image_lr_of_a_curve_row(monkeypatch):
+    """A DM curve row's image lr: its resolved config first, then its ``--set`` overrides, then
+    the rate the first snapshots (which kept neither) ran with."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import report
+
+    assert report._image_lr({"config": {"lr_img": 10.0}, "overrides": {"lr_img": 3}}) == 10.0
+    assert report._image_lr({"overrides": {"lr_img": "3"}}) == 3.0
+    assert report._image_lr({"overrides": {}}) == 1.0
