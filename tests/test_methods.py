@@ -213,6 +213,20 @@ def test_dm_diverging_run_raises(digits):
         distill("dm", train, 1, steps=4, lr_img=1e30, **DM)
 
 
+def test_dm_lr_final_decays_the_image_lr(digits):
+    train, _ = digits
+    # the first step runs at lr_img whatever the decay; later steps at the cosine's lower rate
+    one = distill("dm", train, 1, steps=1, seed=0, **DM)
+    assert torch.equal(distill("dm", train, 1, steps=1, seed=0, lr_final=0.0, **DM).images,
+                       one.images)
+    const = distill("dm", train, 1, steps=3, seed=0, **DM)
+    decayed = distill("dm", train, 1, steps=3, seed=0, lr_final=0.0, **DM)
+    assert not torch.allclose(decayed.images, const.images)
+    assert decayed.meta["config"]["lr_final"] == 0.0
+    with pytest.raises(ConfigError, match="lr_final"):
+        distill("dm", train, 1, steps=1, lr_final=2.0, **DM)
+
+
 class Interrupt(Exception):
     pass
 

@@ -41,6 +41,14 @@ def check_ipc(real: RealDataset, ipc: int) -> None:
         )
 
 
+def cosine_lr(base: float, step: int, total: int, final: float) -> float:
+    """Cosine decay from ``base`` to ``final * base`` over ``total`` steps, at 0-based ``step``
+    (clamped to ``total``): optax's ``cosine_decay_schedule(base, total, alpha=final)``, which
+    FRePo uses; ``final = 1`` is a constant rate."""
+    t = min(step, total) / max(total, 1)
+    return base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 class Distiller(ABC):
     """A base method: ``distill(real, ipc, seed=...) -> SyntheticSet``.
 

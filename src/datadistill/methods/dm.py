@@ -4,7 +4,9 @@ WACV 2023; original code ``main_DM.py`` of VICO-UoE/DatasetCondensation).
 Each iteration samples a fresh randomly initialised ConvNet with frozen weights; for every class
 the mean embedding of ``batch_real`` augmented real images is matched to the mean embedding of the
 class's synthetic images (the same DSA draw for both); the loss is the sum over classes of the
-squared L2 distance; one SGD step (lr 1.0, momentum 0.5) updates the images.
+squared L2 distance; one SGD step (lr 1.0, momentum 0.5) updates the images. ``lr_final`` < 1
+decays the image lr along a cosine to ``lr_final * lr_img`` (not in the paper, whose rate is
+constant; a knob for short runs at a high rate).
 
 Difference from the original loop, not from the algorithm: all classes go through the network in
 ONE forward pass (the original loops over classes), with one DSA draw per class (the grouped
@@ -39,6 +41,7 @@ from datadistill.methods.base import (
     SegmentContext,
     StepCallback,
     check_ipc,
+    cosine_lr,
     step_loop,
 )
 from datadistill.synthetic import SyntheticSet
@@ -186,8 +189,11 @@ class DM(Distiller):
         initial = syn_x.detach().clone().cpu()  # kept for the update-signal diagnostic (images - initial)
         syn_x = syn_x.to(device).requires_grad_(True)
         syn_y = syn_y.to(device)
-        opt = torch.optim.SGD([syn_x], lr=float(self.cfg("lr_img")),
-                              momentum=float(self.cfg("momentum")))
+        lr_img, lr_final = float(self.cfg("lr_img")), float(self.cfg("lr_final"))
+        if not 0.0 <= lr_final <= 1.0:
+            raise ConfigError(f"lr_final must be in [0, 1] (a fraction of lr_img; 1 = constant), "
+                              f"got {lr_final}")
+        opt = torch.optim.SGD([syn_x], lr=lr_img, momentum=float(self.cfg("momentum")))
         dsa = DSA(default_strategy(real.name) if self.cfg("dsa") else "none")
         embed_real = real_embedder(device, self.cfg("precision"), bool(self.cfg("compile")))
         embed_syn = embed_function(bool(self.cfg("compile")))  # fp32: gradients reach the images
@@ -232,6 +238,8 @@ class DM(Distiller):
                     emb_d, yd, emb_f, seg.frozen_y, emb_s, syn_y, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if lr_final != 1.0:  # optional cosine decay of the image lr (not in the paper)
+                opt.param_groups[0]["lr"] = cosine_lr(lr_img, it - 1, steps, lr_final)
             opt.step()
             return float(loss.detach())
 

@@ -67,6 +67,7 @@ from datadistill.methods.base import (
     Distiller,
     StepCallback,
     check_ipc,
+    cosine_lr,
     step_loop,
 )
 from datadistill.methods.dm import embed_function, init_synthetic, real_embedder
@@ -165,12 +166,6 @@ class Lamb(torch.optim.Optimizer):
                 ratio = torch.where((pn > 0) & (un > 0), pn / un, torch.ones_like(pn))
                 p.sub_(group["lr"] * ratio * u)
         return loss
-
-
-def cosine_lr(base: float, step: int, total: int, final: float) -> float:
-    """optax ``cosine_decay_schedule(base, total, alpha=final)`` at 0-based ``step``."""
-    t = min(step, total) / max(total, 1)
-    return base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 # ---------------------------------------------------------------------------------- the pool
