@@ -147,6 +147,6 @@ def accuracy_vs_ipc_plot(results: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_xlabel("images per class (IPC)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: curves cross anywhere
     ax.set_title(results.get("title", "accuracy versus IPC"))
     return _save(plt, fig, path)
