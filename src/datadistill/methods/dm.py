@@ -238,8 +238,8 @@ class DM(Distiller):
                     emb_d, yd, emb_f, seg.frozen_y, emb_s, syn_y, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if lr_final != 1.0:  # optional cosine decay of the image lr (not in the paper)
-                opt.param_groups[0]["lr"] = cosine_lr(lr_img, it - 1, steps, lr_final)
+            # cosine decay of the image lr (not in the paper); lr_final 1 keeps lr_img exactly
+            opt.param_groups[0]["lr"] = cosine_lr(lr_img, it - 1, steps, lr_final)
             opt.step()
             return float(loss.detach())
 
