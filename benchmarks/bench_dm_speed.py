@@ -32,14 +32,20 @@ from datadistill.utils import (
 )
 
 
-def reference_dm_iters(real, ipc: int, iters: int, seed: int = 0) -> float:
-    """Seconds per iteration of the per-class fp32 loop (original algorithm)."""
+def _start(real, ipc: int, seed: int):
+    """The shared start of a timed loop: generator, real-initialised synthetic images (K*ipc, C,
+    H, W) requiring grad, their labels, DM's SGD optimiser and the dataset's DSA."""
     gen = make_generator(seed)
-    k = real.num_classes
-    syn, _ = real.sample_balanced(ipc, gen)
+    syn, syn_y = real.sample_balanced(ipc, gen)
     syn = syn.clone().requires_grad_(True)
     opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
-    dsa = DSA(default_strategy(real.name))
+    return gen, syn, syn_y, opt, DSA(default_strategy(real.name))
+
+
+def reference_dm_iters(real, ipc: int, iters: int, seed: int = 0) -> float:
+    """Seconds per iteration of the per-class fp32 loop (original algorithm)."""
+    k = real.num_classes
+    gen, syn, _, opt, dsa = _start(real, ipc, seed)
     times = []
     for it in range(iters + 2):
         t = time.perf_counter()
@@ -70,6 +76,46 @@ def ours_dm_iters(real, ipc: int, iters: int, **cfg) -> float:
     return (stamps[-1] - stamps[2]) / (len(stamps) - 3)
 
 
+PHASES = ("network", "sample", "dsa", "real_embed", "syn_forward", "syn_backward", "optimizer")
+
+
+def step_breakdown(real, ipc: int, iters: int, precision: str, seed: int = 0) -> dict[str, float]:
+    """Seconds per iteration of each phase of our batched, compiled DM step (the fast preset's
+    path, built from the same pieces as ``methods/dm.py``), timed phase by phase after 3 warm-up
+    iterations: where the time of a step goes, so a speed-up is sought where it can pay."""
+    from datadistill.methods.dm import dm_loss, embed_function, real_embedder
+
+    dev = torch.device("cpu")
+    k = real.num_classes
+    gen, syn_x, syn_y, opt, dsa = _start(real, ipc, seed)
+    embed_real, embed_syn = real_embedder(dev, precision, True), embed_function(True)
+    real_y = torch.arange(k).repeat_interleave(256)
+    total = dict.fromkeys(PHASES, 0.0)
+    for it in range(iters + 3):
+        t = [time.perf_counter()]
+        net = build_network("convnet", real.channels, k, real.im_size, it, dev)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        t.append(time.perf_counter())
+        xr, _ = real.sample_balanced(256, gen)
+        t.append(time.perf_counter())
+        xr, xs = dsa.grouped((xr, syn_x), (real_y, syn_y), k, gen)
+        t.append(time.perf_counter())
+        emb_r = embed_real(net, xr)
+        t.append(time.perf_counter())
+        loss = dm_loss(emb_r, embed_syn(net, xs), k)
+        t.append(time.perf_counter())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t.append(time.perf_counter())
+        opt.step()
+        t.append(time.perf_counter())
+        if it >= 3:
+            for name, a, b in zip(PHASES, t, t[1:], strict=False):
+                total[name] += (b - a) / iters
+    return total
+
+
 def main() -> None:
     tune_allocator()  # as the command line does
     ap = argparse.ArgumentParser()
@@ -93,6 +139,7 @@ def main() -> None:
                                                     compile=True)
     # the fast preset: precision auto (bf16 where native), compiled
     fast = resolve_precision("auto", torch.device("cpu"))
+    res["fast_preset_breakdown_s"] = step_breakdown(train, a.ipc, a.iters, fast)
     res["fast_preset_variant"] = f"ours_{fast}_compiled_s"
     res["speedup_fast_preset"] = res["reference_per_class_fp32_s"] / res[res["fast_preset_variant"]]
     res["date"] = time.strftime("%Y-%m-%d")

@@ -229,6 +229,12 @@ def speed_section() -> list[str]:
             if key in dm:
                 label += " (fast preset)" if key == fast else ""
                 lines.append(f"| {label} | {dm[key]:.2f} | {ref / dm[key]:.2f}x |")
+        if "fast_preset_breakdown_s" in dm:  # where a step of the fast preset's path goes
+            parts = dm["fast_preset_breakdown_s"]
+            total = sum(parts.values())
+            lines += ["", "Where a step of the fast preset's path goes (timed phase by phase): "
+                      + ", ".join(f"{name.replace('_', ' ')} {s:.3f} s ({100 * s / total:.0f} %)"
+                                  for name, s in parts.items()) + "."]
         lines += ["", f"Machine: {dm.get('machine', MACHINE_AMX)}.",
                   "Command: `" + dm.get("command", "python benchmarks/bench_dm_speed.py "
                                         f"--ipc {dm['ipc']} --iters {dm['iters']}") + "`", ""]
