@@ -9,8 +9,10 @@ and of the synthetic batch, the distance, its backward to the images, and the SG
   ``autograd.grad`` -> ``net(img_syn)`` -> ``autograd.grad(create_graph=True)`` per class).
 * IDC: 64 real images per class vs the 40 decoded (f = 2) images, L1 over conv weights.
 
-Both variants see the same network, batches and images; the script also reports the relative
-difference of the image gradients (vmap is exact up to float rounding; bf16 is not).
+All variants see the same network, batches and images; the script also reports the relative
+difference of the image gradients (vmap and compilation are exact up to float rounding; bf16 is
+not). The compiled variants compile the real side's per-class loop (``compile: true``); the
+synthetic side needs a double backward, which compiled graphs do not support.
 
     python benchmarks/bench_gm_speed.py --repeats 3
 """
@@ -62,7 +64,7 @@ def run_once(fn, syn: torch.Tensor) -> tuple[float, torch.Tensor]:
 
 
 def bench(real, n_real: int, n_syn: int, metric: str, conv_only: bool, repeats: int,
-          bf16: bool) -> dict:
+          bf16: bool, only: set[str] | None = None) -> dict:
     """Median seconds per outer step of each variant; the variants are interleaved within every
     repeat so that a shared, fluctuating machine load affects them alike."""
     gen = make_generator(0)
@@ -72,18 +74,27 @@ def bench(real, n_real: int, n_syn: int, metric: str, conv_only: bool, repeats: 
     syn = real.sample_balanced(n_syn, gen)[0].view(k, n_syn, *real.image_shape).clone()
     syn.requires_grad_(True)
     classes = torch.arange(k)
-    def ours(real_vmap: bool, prec: str):
+    def ours(real_vmap: bool, prec: str, compile_real: bool = False, syn_vmap: bool = True):
         return lambda: gradient_match_loss(net, xr, syn, classes, metric=metric,
-                                           conv_only=conv_only, vectorize=True,
-                                           vectorize_real=real_vmap, real_precision=prec)
+                                           conv_only=conv_only, vectorize=syn_vmap,
+                                           vectorize_real=real_vmap, real_precision=prec,
+                                           compile_real=compile_real)
 
     variants = {
         "loop_fp32": lambda: loop_loss(net, xr, syn, classes, metric, conv_only),
         "vmap_all_fp32": ours(True, "fp32"),
         "ours_fp32": ours(False, "fp32"),        # default on CPU: real side looped, syn vmapped
     }
+    variants["ours_fp32_compiled"] = ours(False, "fp32", True)  # real side compiled
+    # both sides looped (`vectorize: auto` on a CPU), real side compiled
+    variants["loop_fp32_compiled"] = ours(False, "fp32", True, syn_vmap=False)
     if bf16:  # the fast presets on hardware with native bf16 (precision auto)
         variants["ours_bf16_real"] = ours(False, "bf16")
+        variants["ours_bf16_real_compiled"] = ours(False, "bf16", True)
+        variants["loop_bf16_real"] = ours(False, "bf16", syn_vmap=False)
+        variants["loop_bf16_real_compiled"] = ours(False, "bf16", True, syn_vmap=False)
+    if only:  # the reference loop always runs: speed-ups and differences are against it
+        variants = {n: f for n, f in variants.items() if n == "loop_fp32" or n in only}
     times: dict[str, list[float]] = {name: [] for name in variants}
     grads: dict[str, torch.Tensor] = {}
     for r in range(repeats + 1):  # repeat 0 warms up
@@ -126,14 +137,17 @@ def main() -> None:
     ap.add_argument("--batch-real", type=int, default=256, help="DC real images per class")
     ap.add_argument("--bf16", action="store_true",
                     help="also time bf16 on a CPU without native bf16 (about 10x slower there)")
+    ap.add_argument("--variants", default="",
+                    help="comma-separated variant names to time (default: all; loop_fp32 always)")
     ap.add_argument("--out", default="benchmarks/results/gm_speed.json")
     a = ap.parse_args()
     bf16 = a.bf16 or cpu_has_fast_bf16()
+    only = set(a.variants.split(",")) - {""} or None
     train, _ = load_dataset("fashion-mnist")
     out = {"dataset": "fashion-mnist", "ipc": 10, "threads": torch.get_num_threads(),
            "machine": machine_description(),
-           "dc": bench(train, a.batch_real, 10, "cos", False, a.repeats, bf16),
-           "idc": bench(train, 64, 40, "l1", True, a.repeats, bf16),
+           "dc": bench(train, a.batch_real, 10, "cos", False, a.repeats, bf16, only),
+           "idc": bench(train, 64, 40, "l1", True, a.repeats, bf16, only),
            "date": time.strftime("%Y-%m-%d"),
            "command": " ".join(["python benchmarks/bench_gm_speed.py", *sys.argv[1:]])}
     print(json.dumps(out, indent=2))

@@ -274,7 +274,13 @@ GM_VARIANTS = {
     "loop_fp32": "per-class fp32 loop (original code's structure; `vectorize: auto` on a CPU)",
     "vmap_all_fp32": "both sides vmapped over classes, fp32",
     "ours_fp32": "real side looped, synthetic side vmapped, fp32 (`vectorize: true` on a CPU)",
-    "ours_bf16_real": "as above, bf16 real side (`precision: auto` with native bf16)",
+    "ours_fp32_compiled": "as above, real side compiled (`compile: true`), fp32",
+    "ours_bf16_real": "real side looped, synthetic side vmapped, bf16 real side "
+                      "(`precision: auto` with native bf16)",
+    "ours_bf16_real_compiled": "as above, real side compiled (`compile: true`)",
+    "loop_fp32_compiled": "both sides looped, real side compiled (`compile: true`), fp32",
+    "loop_bf16_real": "both sides looped, bf16 real side",
+    "loop_bf16_real_compiled": "both sides looped, bf16 real side compiled (`compile: true`)",
 }
 
 
@@ -282,7 +288,7 @@ def gm_section() -> list[str]:
     """Per-class gradient speed of gradient matching (bench_gm_speed.py), one table per machine
     (``gm_speed*.json``)."""
     found = [gm for p in sorted(RESULTS.glob("gm_speed*.json"))
-             if "ours_fp32_s" in (gm := _load(p)).get("dc", {})]
+             if "loop_fp32_s" in (gm := _load(p)).get("dc", {})]
     if not found:
         return ["Gradient matching speed: not yet measured with the current script: "
                 "`python benchmarks/bench_gm_speed.py --repeats 3`", ""]

@@ -149,6 +149,24 @@ def test_vmapped_per_class_gradients_equal_the_loop(create_graph):
         torch.testing.assert_close(ga[0], g, rtol=1e-9, atol=1e-11)
 
 
+def test_compiled_real_side_gradients_equal_eager():
+    from torch._dynamo.utils import counters
+
+    from datadistill import utils
+
+    net = build_network("convnet-w32", 1, 3, (8, 8), 0, CPU)
+    x = torch.randn(3, 4, 1, 8, 8, generator=make_generator(0))
+    classes = torch.arange(3)
+    before = counters["stats"]["unique_graphs"]
+    a = per_class_gradients(net, x, classes, create_graph=False, vectorize=False, compile=True)
+    b = per_class_gradients(net, x, classes, create_graph=False, vectorize=False)
+    assert not utils._COMPILE_BROKEN and counters["stats"]["unique_graphs"] > before  # compiled
+    for ga, gb in zip(a, b, strict=True):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-5)  # float rounding
+    with pytest.raises(ConfigError, match="double backward"):
+        per_class_gradients(net, x, classes, create_graph=True, vectorize=False, compile=True)
+
+
 def test_match_loss_image_gradient_vmap_equals_loop():
     net = build_network("convnet-w32", 1, 3, (8, 8), 1, CPU).double()
     g = make_generator(1)

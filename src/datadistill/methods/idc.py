@@ -205,6 +205,7 @@ class IDC(Distiller):
         syn_max = int(self.cfg("batch_syn_max"))
         metric = self.cfg("metric")
         precision = self.cfg("precision")
+        compile_real = bool(self.cfg("compile"))
         vectorize = resolve_vectorize(self.cfg("vectorize"), device)
         net_name = self.cfg("net")
         n_data, net_batch = int(self.cfg("n_data")), int(self.cfg("net_batch"))
@@ -290,11 +291,12 @@ class IDC(Distiller):
                                                        (real_groups, syn_groups, yd, ya), k, gen)
                 loss = gradient_match_loss(
                     net, xr.view(k, batch_real, c, h, w), xs.view(k, m, c, h, w), classes,
-                    metric=metric, conv_only=True, vectorize=vectorize, real_precision=precision)
+                    metric=metric, conv_only=True, vectorize=vectorize, real_precision=precision,
+                    compile_real=compile_real)
                 if reg is not None:
                     loss = loss + reg.weight * segment_match_loss(
                         net, xd, yd, xa, ya, k, metric=metric, conv_only=True, vectorize=vectorize,
-                        real_precision=precision)
+                        real_precision=precision, compile_real=compile_real)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
