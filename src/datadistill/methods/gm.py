@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from datadistill.augment import DSA, default_strategy
 from datadistill.data import RealDataset
 from datadistill.errors import ConfigError
-from datadistill.evaluate.train import autocast, build_network
+from datadistill.evaluate.train import autocast, build_network, loss_function
 from datadistill.methods.base import (
     METHODS,
     Checkpointer,
@@ -325,17 +325,17 @@ def train_on_batches(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: T
                      epochs: int, batch_size: int, gen: torch.Generator,
                      dsa: DSA | None, precision: str = "fp32") -> None:
     """``epochs`` shuffled passes of CE training of ``net`` on ``x`` (N, C, H, W), ``y`` (N,)
-    (DC's ``epoch('train', ...)``; per-sample DSA when ``dsa`` is given)."""
+    (DC's ``epoch('train', ...)``; per-sample DSA when ``dsa`` is given), with the evaluation
+    trainer's loss (eager)."""
     net.train()
     n = x.shape[0]
+    loss_fn = loss_function(x.device, precision, compile=False)
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen).to(x.device)
         for i in range(0, n, batch_size):
             idx = perm[i: i + batch_size]
             xb = x[idx] if dsa is None else dsa(x[idx], gen)
-            with autocast(x.device, precision):
-                out = net(xb)
-            loss = F.cross_entropy(out.float(), y[idx])
+            loss = loss_fn(net, xb, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
