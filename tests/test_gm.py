@@ -18,6 +18,7 @@ from datadistill.methods.gm import (
     layer_distance,
     match_distance,
     per_class_gradients,
+    train_on_batches,
 )
 from datadistill.methods.idc import init_pixels, mixed_tile_init, model_input, scaled_lr_img
 from datadistill.synthetic import SyntheticSet, multi_formation_decode
@@ -165,6 +166,33 @@ def test_compiled_real_side_gradients_equal_eager():
         torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-5)  # float rounding
     with pytest.raises(ConfigError, match="double backward"):
         per_class_gradients(net, x, classes, create_graph=True, vectorize=False, compile=True)
+
+
+def test_compiled_inner_loop_trains_as_eager(monkeypatch):
+    """The network training between outer steps (``compile`` option) matches the eager loop."""
+    from datadistill.methods import gm
+
+    asked = []
+
+    def spy(device, precision, compile):
+        asked.append((precision, compile))
+        return loss_function(device, precision, compile)
+
+    loss_function = gm.loss_function
+    monkeypatch.setattr(gm, "loss_function", spy)
+    x = torch.randn(6, 1, 8, 8, generator=make_generator(0))
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    weights = []
+    for comp in (True, False):
+        net = build_network("convnet-w32", 1, 3, (8, 8), 0, CPU)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.5)
+        train_on_batches(net, opt, x, y, 3, 4, make_generator(1), None, "fp32", compile=comp)
+        weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    assert asked == [("fp32", True), ("fp32", False)]
+    start = torch.cat([p.detach().flatten() for p in
+                       build_network("convnet-w32", 1, 3, (8, 8), 0, CPU).parameters()])
+    assert not torch.equal(weights[1], start)  # the loop trained
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)  # float rounding
 
 
 def test_match_loss_image_gradient_vmap_equals_loop():

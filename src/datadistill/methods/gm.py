@@ -11,6 +11,8 @@ images of c and on the synthetic images of c; the loss is the sum over classes o
 distance (:func:`match_distance`); one SGD step on the images. Between outer steps the network is
 trained ``inner_loop`` epochs on the synthetic set. DSA applies one siamese augmentation draw per
 class to the real and synthetic batch when matching and per-sample DSA when training the network.
+The options ``precision`` and ``compile`` (bf16 autocast, ``torch.compile``) apply to the passes
+that carry no gradient to the images: the real side's per-class gradients and this training.
 
 The module is split so that strategies can reuse the objective without the loop:
 
@@ -323,13 +325,13 @@ def upto_per_class(labels: Tensor, n: int, num_classes: int, generator: torch.Ge
 
 def train_on_batches(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
                      epochs: int, batch_size: int, gen: torch.Generator,
-                     dsa: DSA | None, precision: str = "fp32") -> None:
+                     dsa: DSA | None, precision: str = "fp32", compile: bool = False) -> None:
     """``epochs`` shuffled passes of CE training of ``net`` on ``x`` (N, C, H, W), ``y`` (N,)
     (DC's ``epoch('train', ...)``; per-sample DSA when ``dsa`` is given), with the evaluation
-    trainer's loss (eager)."""
+    trainer's loss (``precision`` / ``compile`` as in ``evaluate.train.loss_function``)."""
     net.train()
     n = x.shape[0]
-    loss_fn = loss_function(x.device, precision, compile=False)
+    loss_fn = loss_function(x.device, precision, compile)
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen).to(x.device)
         for i in range(0, n, batch_size):
@@ -463,7 +465,7 @@ class GradientMatching(Distiller):
                 x_train = torch.cat([syn_x.detach(), fx])
                 y_train = torch.cat([syn_y, fy])
                 train_on_batches(net, opt_net, x_train, y_train, inner,
-                                 int(self.cfg("batch_train")), gen, dsa)
+                                 int(self.cfg("batch_train")), gen, dsa, precision, compile_real)
             return total / (outer * k)
 
         def synset() -> SyntheticSet:
