@@ -397,7 +397,7 @@ class GradientMatching(Distiller):
         metric = self.cfg("metric")
         vectorize = resolve_vectorize(self.cfg("vectorize"), device)
         precision = self.cfg("precision")
-        compile_real = bool(self.cfg("compile"))
+        use_compile = bool(self.cfg("compile"))  # real-gradient pass and inner-loop training
         gen = make_generator(seed)
         syn_x, syn_y = init_synthetic(real, ipc, self.cfg("init"), gen)
         initial = syn_x.detach().clone().cpu()  # for the update-signal diagnostic (images - initial)
@@ -450,11 +450,11 @@ class GradientMatching(Distiller):
                 loss = gradient_match_loss(
                     net, xr.view(k, batch_real, *xr.shape[1:]), xs.view(k, ipc, *xs.shape[1:]),
                     classes, metric=metric, vectorize=vectorize, real_precision=precision,
-                    compile_real=compile_real)
+                    compile_real=use_compile)
                 if reg is not None:
                     loss = loss + reg.weight * segment_match_loss(
                         net, xd, yd, torch.cat((xf, xs)), torch.cat((fy, syn_y)), k, metric=metric,
-                        vectorize=vectorize, real_precision=precision, compile_real=compile_real)
+                        vectorize=vectorize, real_precision=precision, compile_real=use_compile)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -465,7 +465,7 @@ class GradientMatching(Distiller):
                 x_train = torch.cat([syn_x.detach(), fx])
                 y_train = torch.cat([syn_y, fy])
                 train_on_batches(net, opt_net, x_train, y_train, inner,
-                                 int(self.cfg("batch_train")), gen, dsa, precision, compile_real)
+                                 int(self.cfg("batch_train")), gen, dsa, precision, use_compile)
             return total / (outer * k)
 
         def synset() -> SyntheticSet:
