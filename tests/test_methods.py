@@ -333,6 +333,10 @@ def test_resolve_config_by_ipc_rule():
         assert resolve_config(method, "fast", dataset="digits", ipc=1)["steps"] == 150
         assert resolve_config(method, "fast", dataset="digits", ipc=2)["steps"] == 15
         assert resolve_config(method, "paper", dataset="digits", ipc=1)["steps"] == 1000
+    # FRePo's fast preset: 3000 meta-steps only where they were timed (Fashion-MNIST IPC 10)
+    assert resolve_config("frepo", "fast", dataset="fashion-mnist", ipc=10)["steps"] == 3000
+    assert resolve_config("frepo", "fast", dataset="fashion-mnist", ipc=1)["steps"] == 1000
+    assert resolve_config("frepo", "fast", dataset="digits", ipc=10)["steps"] == 1000
 
 
 def test_presets_listed():
