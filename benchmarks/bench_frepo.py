@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 
-from common import distilled_set, eval_checkpoint  # benchmarks/common.py
+from common import distill_provenance, distilled_set, eval_checkpoint  # benchmarks/common.py
 from datadistill import load_dataset
 from datadistill.config import parse_override
 from datadistill.evaluate import evaluate, get_protocol
 from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
 from datadistill.synthetic import SyntheticSet
-from datadistill.utils import atomic_write_text, machine_description, peak_memory_mb, tune_allocator
+from datadistill.utils import atomic_write_text, peak_memory_mb, tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "frepo"
 
@@ -87,6 +87,7 @@ def main() -> None:
                                                               **strategy.options}}
                                                 if strategy else {})})
     row["synset"] = a.synset or str(RESULTS / f"{name}.pt")
+    row.update(distill_provenance(synset, RESULTS / f"{name}.json", reused and not a.synset))
     if reused:
         row["distill_seconds"] = synset.meta.get("distill_seconds")
         row["config"] = synset.meta.get("config")
@@ -96,7 +97,7 @@ def main() -> None:
         row["distill_seconds"] = float(synset.meta.get("distill_seconds")
                                        or time.perf_counter() - w0)
         row["distill_cpu_seconds"] = time.process_time() - c0  # this process only
-    row["load_average_after_distill"] = os.getloadavg()[0]
+    row.setdefault("load_average_after_distill", os.getloadavg()[0])
     row["command"] = "python benchmarks/bench_frepo.py " + " ".join(
         [f"--ipc {a.ipc}"] + ([f"--strategy {a.strategy}"] if a.strategy else [])
         + [f"--{k.replace('_', '-')} {v:g}" for k, v in strategy_options.items()]
@@ -104,7 +105,6 @@ def main() -> None:
         + (["--no-baseline"] if a.no_baseline else [])
         + [f"--set {s}" for s in a.set] + ([f"--num-eval {a.num_eval}"] if a.num_eval != 5 else [])
         + (["--no-krr"] if a.no_krr else []))
-    row["machine"] = machine_description()
     # The synthetic set's networks first, and the row written with them; then the random
     # subset's (the same checkpoint re-uses the first part), and the row again, complete.
     c0 = time.process_time()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from datadistill.synthetic import SyntheticSet
+from datadistill.utils import machine_description
 
 
 def interrupted_set(pt: Path, row: Path, **expected: Any) -> SyntheticSet | None:
@@ -51,3 +52,18 @@ def eval_checkpoint(results: Path, name: str) -> Path:
     be committed there to continue in a later session."""
     (results / "checkpoints").mkdir(parents=True, exist_ok=True)
     return results / "checkpoints" / f"{name}.eval.json"
+
+
+def distill_provenance(synset: SyntheticSet, row: Path, reused: bool) -> dict[str, Any]:
+    """Where and how a row's set was distilled, kept across a resume on another machine: the
+    set's own ``machine`` (recorded since 2026-12-04), else the killed run's row, else this
+    machine; a re-used set also keeps the killed run's CPU time and load average."""
+    here = machine_description()
+    if not reused:
+        return {"machine": synset.meta.get("machine", here)}
+    prev = json.loads(row.read_text()) if row.exists() else {}
+    out = {k: prev[k] for k in ("distill_cpu_seconds", "load_average_after_distill") if k in prev}
+    out["machine"] = synset.meta.get("machine") or prev.get("machine", here)
+    if out["machine"] != here:
+        out["eval_machine"] = here  # part of (or all) the evaluation ran here
+    return out

@@ -48,7 +48,16 @@ def _short(machine: str) -> str:
         return "EPYC (AVX2)" if "EPYC" in machine else "AVX2"
     if "AVX512" in machine and "bf16 native" in machine and "EPYC" in machine:
         return "EPYC (AVX-512 bf16)"  # precision auto resolves to bf16 here
-    return "Xeon (AMX)" if "AMX" in machine else machine
+    # every Xeon of this project had AMX (rows before 2026-12-04 did not name it)
+    return "Xeon (AMX)" if "AMX" in machine or "Xeon" in machine and "bf16 native" in machine \
+        else machine
+
+
+def _machines(r: dict) -> str:
+    """The machine cell of a row: where it was distilled, and where a resumed evaluation ran
+    when that was another machine."""
+    m = _short(r.get("machine", MACHINE_AMX))
+    return m + (f"; eval. partly {_short(r['eval_machine'])}" if r.get("eval_machine") else "")
 
 
 def _num(x: float | None) -> str:
@@ -362,7 +371,7 @@ def frepo_section() -> list[str]:
                    else "pending" if r.get("complete") is False else "-") + " | "
                 + (f"{krr['mean']:.2f} ± {krr['std']:.2f}" if krr else "-") + " | "
                 f"{_num(r.get('distill_seconds'))} | {_num(r.get('distill_cpu_seconds'))} | "
-                f"{_short(r.get('machine', MACHINE_AMX))} | {r['date']} |")
+                f"{_machines(r)} | {r['date']} |")
         lines += ["", "Commands: " + "; ".join(
             f"`{r['command']}`" for r in rows), ""]
         lines += discard_ablation_lines(rows)

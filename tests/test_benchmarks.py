@@ -90,3 +90,26 @@ def test_report_image_lr_of_a_curve_row(monkeypatch):
     assert report._image_lr({"config": {"lr_img": 10.0}, "overrides": {"lr_img": 3}}) == 10.0
     assert report._image_lr({"overrides": {"lr_img": "3"}}) == 3.0
     assert report._image_lr({"overrides": {}}) == 1.0
+
+
+def test_distill_provenance_keeps_the_distilling_machine(monkeypatch, tmp_path):
+    """A row resumed on another machine keeps where its set was distilled (and the killed run's
+    CPU time) and names the machine that finished the evaluation."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+    from datadistill.data.base import Preprocessing
+    from datadistill.synthetic import SyntheticSet
+
+    pre = Preprocessing((0.5,), (0.5,))
+    monkeypatch.setattr(common, "machine_description", lambda: "cpu: B")
+    synset = SyntheticSet(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), ["a", "b"], pre,
+                          meta={"machine": "cpu: A"})
+    assert common.distill_provenance(synset, tmp_path / "row.json", reused=False) == {
+        "machine": "cpu: A"}
+    row = tmp_path / "row.json"
+    row.write_text(json.dumps({"machine": "cpu: A", "distill_cpu_seconds": 5.0}))
+    old = SyntheticSet(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), ["a", "b"], pre, meta={})
+    assert common.distill_provenance(old, row, reused=True) == {
+        "machine": "cpu: A", "distill_cpu_seconds": 5.0, "eval_machine": "cpu: B"}
+    row.unlink()  # no earlier row and no machine in the set: this one did it all
+    assert common.distill_provenance(old, row, reused=True) == {"machine": "cpu: B"}

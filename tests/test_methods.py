@@ -157,6 +157,7 @@ def test_dm_shapes_labels_meta(dm_run, digits):
     assert torch.equal(s.labels, torch.arange(10).repeat_interleave(2))
     assert torch.isfinite(s.images).all()
     assert s.meta["method"] == "dm" and s.meta["ipc"] == 2 and s.meta["seed"] == 0
+    assert s.meta["machine"].startswith(("cpu: ", "cuda: "))  # where its distill_seconds were measured
     assert s.meta["config"]["steps"] == 5 and s.meta["config"]["batch_real"] == 16
     assert s.preprocessing == train.preprocessing and s.class_names == train.class_names
 

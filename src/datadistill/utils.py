@@ -109,16 +109,20 @@ def machine_description(device: torch.device | None = None) -> str:
     device = device or torch.device("cpu")
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    model = "unknown CPU"
+    model, flags = "unknown CPU", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and model == "unknown CPU":
                 model = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    # AMX tiles make bf16 matrix products several times faster than AVX-512 BF16 alone
+    # (FRePo's evaluation: 301 s per network against 650 s), so name them
+    isa = torch.backends.cpu.get_cpu_capability() + (", AMX" if "amx_bf16" in flags else "")
     bf16 = "bf16 native" if cpu_has_fast_bf16() else "bf16 emulated"
-    return (f"cpu: {model} ({torch.backends.cpu.get_cpu_capability()}, {bf16}), "
+    return (f"cpu: {model} ({isa}, {bf16}), "
             f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
 

@@ -20,7 +20,7 @@ from datadistill.data import RealDataset
 from datadistill.errors import ArtifactError, ConfigError
 from datadistill.registry import Registry
 from datadistill.synthetic import SyntheticSet, library_versions
-from datadistill.utils import atomic_path
+from datadistill.utils import atomic_path, machine_description
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ class Distiller(ABC):
             "seed": seed,
             "config": self.config,
             "distill_seconds": round(wall, 2),
+            "machine": machine_description(images.device),  # a wall time means nothing without it
             "versions": library_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
