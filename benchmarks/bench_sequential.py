@@ -23,6 +23,8 @@ Each row is written to ``benchmarks/results/sequential/<method>-ipc<N>-<variant>
     python benchmarks/bench_sequential.py --method dm --ipc 10 --segments 2 --steps 120 --variant seq
     python benchmarks/bench_sequential.py --method dm --ipc 10 --steps 120 --variant base
     python benchmarks/bench_sequential.py --method dm --ipc 10 --segments 2 --steps 120 --reg-weight 0.3
+    python benchmarks/bench_sequential.py --method dm --ipc 50 --segments 5 --variant seq \
+        --models convnet,resnet18-bn,vgg11,alexnet          # + the cross-architecture table
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ from pathlib import Path
 
 import torch
 
-from common import distilled_set, eval_checkpoint  # benchmarks/common.py
+from common import distill_provenance, distilled_set, eval_checkpoint  # benchmarks/common.py
 from datadistill import load_dataset
 from datadistill.analysis.report import analyze
 from datadistill.evaluate import evaluate
 from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
-from datadistill.utils import atomic_write_text, machine_description, peak_memory_mb, tune_allocator
+from datadistill.utils import atomic_write_text, peak_memory_mb, tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "sequential"
 VARIANTS: dict[str, dict | None] = {
@@ -68,7 +70,11 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true", help="also evaluate the random subset")
     ap.add_argument("--reg-weight", type=float, default=None, help="override the variant's")
     ap.add_argument("--drop-fraction", type=float, default=None, help="override the variant's")
+    ap.add_argument("--models", default="convnet",
+                    help="networks to evaluate, comma-separated (issue 3's cross-architecture "
+                         "table: convnet,resnet18-bn,vgg11,alexnet); the first is the main column")
     a = ap.parse_args()
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
     options = VARIANTS[a.variant]
     overrides = {k: v for k, v in (("segments", a.segments), ("reg_weight", a.reg_weight),
                                    ("drop_fraction", a.drop_fraction)) if v is not None}
@@ -82,7 +88,8 @@ def main() -> None:
                     + ([f"drop{a.drop_fraction:g}"] if a.drop_fraction is not None else [])
                     + ([f"s{a.steps}"] if a.steps else [])
                     + ([a.preset] if a.preset != "fast" else [])
-                    + ([f"seed{a.seed}"] if a.seed else []))
+                    + ([f"seed{a.seed}"] if a.seed else [])
+                    + (["xarch"] if models != ["convnet"] else []))
     RESULTS.mkdir(parents=True, exist_ok=True)
     train, test = load_dataset(a.dataset)
     d = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
@@ -98,10 +105,11 @@ def main() -> None:
         strategy=None if strategy is None else {"name": strategy.name, "options": strategy.options})
     # this process only; unknown for a set an interrupted run made
     distill_cpu_s = None if reused else time.process_time() - c0
+    provenance = distill_provenance(synset, RESULTS / f"{name}.json", reused)
     # a resumed run counts only its own wall time; the set's meta carries the whole run's
     distill_s = float(synset.meta.get("distill_seconds") or time.perf_counter() - w0)
     protocol = d.default_protocol  # the protocol that fits the method (idc for IDC, else dsa)
-    r = evaluate(synset, protocol, ["convnet"], a.num_eval, seed=0, train=train, test=test,
+    r = evaluate(synset, protocol, models, a.num_eval, seed=0, train=train, test=test,
                  baseline=a.baseline, checkpoint=eval_checkpoint(RESULTS, name))
     print(r.table(), flush=True)
     diag = analyze(synset, train=train, tsne=False, seed=0)
@@ -110,11 +118,11 @@ def main() -> None:
         "strategy_options": options, "preset": a.preset, "steps": d.cfg("steps"),
         "config": d.config, "seed": a.seed, "protocol": protocol, "num_eval": a.num_eval,
         "evaluation": r.to_dict(), "distill_seconds": distill_s,
-        "distill_cpu_seconds": distill_cpu_s,
+        "distill_cpu_seconds": distill_cpu_s, "models": models,
         "update_signal": diag["update_signal"], "manifold": diag["manifold"],
         "segments": diag["segments"], "peak_memory_mb": peak_memory_mb(),
         "threads": torch.get_num_threads(), "load_average_end": os.getloadavg()[0],
-        "machine": machine_description(), "date": time.strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d"),
         "command": "python benchmarks/bench_sequential.py " + " ".join(
             ([f"--dataset {a.dataset}"] if a.dataset != "fashion-mnist" else [])
             + [f"--method {a.method} --ipc {a.ipc} --variant {a.variant}"]
@@ -125,8 +133,12 @@ def main() -> None:
             + ([f"--preset {a.preset}"] if a.preset != "fast" else [])
             + ([f"--seed {a.seed}"] if a.seed else [])
             + ([f"--num-eval {a.num_eval}"] if a.num_eval != 5 else [])
+            + ([f"--models {','.join(models)}"] if models != ["convnet"] else [])
             + (["--baseline"] if a.baseline else [])),
     }
+    row.update(provenance)  # distill_cpu_seconds of a killed run, where it was distilled
+    if distill_cpu_s is not None:
+        row["distill_cpu_seconds"] = distill_cpu_s
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(row, indent=2, default=str))
     print(f"wrote {RESULTS / f'{name}.json'}")
     eval_checkpoint(RESULTS, name).unlink(missing_ok=True)

@@ -377,8 +377,9 @@ def frepo_section() -> list[str]:
         lines += discard_ablation_lines(rows)
     else:
         lines += ["Not yet measured: `python benchmarks/bench_frepo.py --ipc 10`", ""]
-    st = _load(RESULTS / "frepo_step.json")
-    if st:
+    # one table per machine (frepo_step*.json), the newest first
+    steps = [json.loads(p.read_text()) for p in RESULTS.glob("frepo_step*.json")]
+    for st in sorted(steps, key=lambda st: st["date"], reverse=True):
         lines += [
             f"FRePo meta-step at IPC {st['ipc']} (fast preset), seconds per step, "
             f"{st['steps']} steps x {st['repeats']} round(s) per variant after warm-up, "
@@ -506,7 +507,7 @@ def sequential_section() -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        sc = r["evaluation"]["scores"][_only_model(r["evaluation"]["scores"])]
+        sc = r["evaluation"]["scores"][(r.get("models") or ["convnet"])[0]]
         segs = r.get("segments") or []
         us = (r.get("update_signal") or {}).get("mean")
         m = r["manifold"]
@@ -516,9 +517,26 @@ def sequential_section() -> list[str]:
             + f" | {m['recall']:.3f} | {m['coverage']:.3f} | "
             + (" / ".join(str(s["pool_size"]) for s in segs) or "-") + " | "
             + (" / ".join(str(s["forgotten"]) for s in segs[1:]) or "-") + " | "
-            f"{_num(r.get('distill_seconds'))} | {_short(r['machine'])} | {r['date']} |")
+            f"{_num(r.get('distill_seconds'))} | {_machines(r)} | {r['date']} |")
     lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in rows), ""]
-    return lines
+    return lines + cross_architecture_lines(rows)
+
+
+def cross_architecture_lines(rows: list[dict]) -> list[str]:
+    """Rows evaluated on several networks (bench_sequential.py --models): one column each."""
+    rows = [r for r in rows if len(r.get("models") or []) > 1]
+    if not rows:
+        return []
+    nets = list(dict.fromkeys(m for r in rows for m in r["models"]))
+    lines = ["Cross-architecture accuracy of the same sets (trained on each network under the "
+             "row's protocol, same seeds):", "",
+             "| method | variant | IPC | " + " | ".join(nets) + " |",
+             "|---|---|---|" + "---|" * len(nets)]
+    for r in rows:
+        sc = r["evaluation"]["scores"]
+        lines.append(f"| {r['method']} | {_variant_label(r)} | {r['ipc']} | " + " | ".join(
+            f"{sc[m]['mean']:.2f} ± {sc[m]['std']:.2f}" if m in sc else "-" for m in nets) + " |")
+    return lines + [""]
 
 
 def tuning_section() -> list[str]:

@@ -92,6 +92,25 @@ def test_report_image_lr_of_a_curve_row(monkeypatch):
     assert report._image_lr({"overrides": {}}) == 1.0
 
 
+def test_report_cross_architecture_table(monkeypatch):
+    """Rows evaluated on several networks get one column per network; single-network rows none."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import report
+
+    def sc(mean):
+        return {"mean": mean, "std": 0.5}
+
+    rows = [{"method": "dm", "variant": "seq", "ipc": 50, "models": ["convnet", "vgg11"],
+             "evaluation": {"scores": {"convnet": sc(85.0), "vgg11": sc(80.25)}}},
+            {"method": "dm", "variant": "base", "ipc": 50, "models": ["convnet"],
+             "evaluation": {"scores": {"convnet": sc(84.0)}}}]
+    lines = report.cross_architecture_lines(rows)
+    assert "| method | variant | IPC | convnet | vgg11 |" in lines
+    assert "| dm | seq | 50 | 85.00 ± 0.50 | 80.25 ± 0.50 |" in lines
+    assert not any("| base |" in line for line in lines)
+    assert report.cross_architecture_lines(rows[1:]) == []
+
+
 def test_distill_provenance_keeps_the_distilling_machine(monkeypatch, tmp_path):
     """A row resumed on another machine keeps where its set was distilled (and the killed run's
     CPU time) and names the machine that finished the evaluation."""
