@@ -50,7 +50,8 @@ def main() -> None:
         t0 = time.perf_counter()
 
         def snapshot(step: int, synset_fn) -> None:
-            if step in snaps:
+            # only the missing ones: a stored snapshot may carry another machine's evaluation
+            if step in missing:
                 s = synset_fn()
                 s.meta["distill_seconds"] = round(time.perf_counter() - t0, 1)
                 s.save(OUT / f"{prefix}-it{step}.pt")

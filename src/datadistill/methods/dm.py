@@ -68,15 +68,16 @@ def _batch_statistics(net: torch.nn.Module) -> bool:
 def real_embedder(device: torch.device, precision: str, compile: bool, chunk: int | None = None):
     """``f(net, x) -> (N, D) float32`` embeddings without gradient, in ``precision``.
 
-    ``chunk``: images per forward pass (``None``: 256 on a CPU, all at once elsewhere). Without
+    ``chunk``: images per forward pass (``None``: 64 on a CPU, all at once elsewhere). Without
     a gradient nothing is kept between chunks (a network that normalises by batch statistics,
     BatchNorm in training mode, is never chunked), and on a CPU small chunks stay in cache: the DM
     real pass (2560 images, ConvNet-3, 2-core AVX2 CPU) took 8.3 s in one pass and 5.9 s in
-    chunks of 256 eager, 5.4 s and 4.7 s compiled.
+    chunks of 256 eager, 5.4 s and 4.7 s compiled; on a 2-core AMX Xeon (bf16, compiled) 0.84 s
+    in chunks of 512, 0.76 s of 256, 0.60 s of 128, 0.38 s of 64 and 0.38 s of 32.
     """
     fn = embed_function(compile)
     if chunk is None:
-        chunk = 256 if device.type == "cpu" else 0
+        chunk = 64 if device.type == "cpu" else 0
 
     @torch.no_grad()
     def embed(net: torch.nn.Module, x: Tensor) -> Tensor:
