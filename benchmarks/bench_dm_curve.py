@@ -3,7 +3,8 @@
 Distils Fashion-MNIST with DM (fast preset) once, snapshots the synthetic set at the given
 iterations (with the distillation wall time so far), then evaluates every snapshot under the
 ``dsa`` protocol. Snapshots and results go to ``benchmarks/results/dm_curve/``; an existing
-evaluation is reused, so the script can be re-run to add models or iterations.
+evaluation is reused, so the script can be re-run to add models or iterations, and a killed
+evaluation resumes from its finished networks (``dm_curve/checkpoints/``).
 
     python benchmarks/bench_dm_curve.py --ipc 10 --snapshots 100,200,400,800,1500 --num-eval 5
 
@@ -18,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+from common import eval_checkpoint  # benchmarks/common.py
 from datadistill import SyntheticSet, load_dataset
 from datadistill.config import parse_override
 from datadistill.evaluate import evaluate
@@ -63,8 +65,9 @@ def main() -> None:
         if path.exists() and json.loads(path.read_text())["num_eval"] >= a.num_eval:
             continue
         synset = SyntheticSet.load(OUT / f"{prefix}-it{s}.pt")
+        ckpt = eval_checkpoint(OUT, path.stem)
         res = evaluate(synset, "dsa", ["convnet"], a.num_eval, seed=0, train=train, test=test,
-                       baseline=False)
+                       baseline=False, checkpoint=ckpt)
         sc = res.scores["convnet"]
         row = {"ipc": a.ipc, "iterations": s, "overrides": overrides,
                "config": synset.meta.get("config"),
@@ -76,6 +79,7 @@ def main() -> None:
                           f"{a.snapshots} --num-eval {a.num_eval}"
                           + "".join(f" --set {kv}" for kv in a.set)}
         atomic_write_text(path, json.dumps(row, indent=2))
+        ckpt.unlink(missing_ok=True)
         print(f"it {s}: {sc.mean:.2f} ± {sc.std:.2f} ({synset.meta['distill_seconds']} s)",
               flush=True)
 

@@ -13,7 +13,9 @@ Variants (``--variant``):
 * ``seq-trained``: ``seq`` with matching networks started from the probe (``init_from_trained``).
 
 ``--reg-weight W`` / ``--drop-fraction P`` override the variant's value (a sweep of the strategy's
-two knobs); the file name and the recorded command carry them.
+two knobs); ``--set K=V`` overrides a preset key of the base method for every variant alike (e.g.
+``--set init=real`` to compare with rows made before the preset's init changed); the file name
+and the recorded command carry them.
 
 Each row is written to ``benchmarks/results/sequential/<method>-ipc<N>-<variant>[-...].json``
 (the set beside it as ``.pt``; a killed run resumes its distillation or its evaluation, see
@@ -40,6 +42,7 @@ import torch
 from common import distill_provenance, distilled_set, eval_checkpoint  # benchmarks/common.py
 from datadistill import load_dataset
 from datadistill.analysis.report import analyze
+from datadistill.config import parse_override
 from datadistill.evaluate import evaluate
 from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
@@ -70,11 +73,14 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true", help="also evaluate the random subset")
     ap.add_argument("--reg-weight", type=float, default=None, help="override the variant's")
     ap.add_argument("--drop-fraction", type=float, default=None, help="override the variant's")
+    ap.add_argument("--set", action="append", default=[], metavar="K=V",
+                    help="override a preset key of the base method (repeatable)")
     ap.add_argument("--models", default="convnet",
                     help="networks to evaluate, comma-separated (issue 3's cross-architecture "
                          "table: convnet,resnet18-bn,vgg11,alexnet); the first is the main column")
     a = ap.parse_args()
     models = [m.strip() for m in a.models.split(",") if m.strip()]
+    preset_overrides = dict(parse_override(kv) for kv in a.set)
     options = VARIANTS[a.variant]
     overrides = {k: v for k, v in (("segments", a.segments), ("reg_weight", a.reg_weight),
                                    ("drop_fraction", a.drop_fraction)) if v is not None}
@@ -87,13 +93,14 @@ def main() -> None:
                     + ([f"reg{a.reg_weight:g}"] if a.reg_weight is not None else [])
                     + ([f"drop{a.drop_fraction:g}"] if a.drop_fraction is not None else [])
                     + ([f"s{a.steps}"] if a.steps else [])
+                    + [f"{k}{v}" for k, v in sorted(preset_overrides.items())]
                     + ([a.preset] if a.preset != "fast" else [])
                     + ([f"seed{a.seed}"] if a.seed else [])
                     + (["xarch"] if models != ["convnet"] else []))
     RESULTS.mkdir(parents=True, exist_ok=True)
     train, test = load_dataset(a.dataset)
     d = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
-                       overrides={"steps": a.steps} if a.steps else None)
+                       overrides={**preset_overrides, **({"steps": a.steps} if a.steps else {})})
     strategy = None if options is None else STRATEGIES.get("sequential")(options)
     w0, c0 = time.perf_counter(), time.process_time()
     synset, reused = distilled_set(
@@ -130,6 +137,7 @@ def main() -> None:
             + ([f"--reg-weight {a.reg_weight:g}"] if a.reg_weight is not None else [])
             + ([f"--drop-fraction {a.drop_fraction:g}"] if a.drop_fraction is not None else [])
             + ([f"--steps {a.steps}"] if a.steps else [])
+            + [f"--set {kv}" for kv in a.set]
             + ([f"--preset {a.preset}"] if a.preset != "fast" else [])
             + ([f"--seed {a.seed}"] if a.seed else [])
             + ([f"--num-eval {a.num_eval}"] if a.num_eval != 5 else [])

@@ -199,6 +199,11 @@ def _image_lr(row: dict) -> float:
     return float(row.get("overrides", {}).get("lr_img", 1.0))
 
 
+def _init(row: dict) -> str:
+    """How a DM curve row's images were initialised (rows that kept no config: random real)."""
+    return str((row.get("config") or row.get("overrides") or {}).get("init", "real"))
+
+
 def curve_section() -> list[str]:
     rows = _curve_rows()
     lines = ["## DM accuracy against iterations (Fashion-MNIST, fast preset, `dsa` protocol)", ""]
@@ -206,10 +211,11 @@ def curve_section() -> list[str]:
         return lines + ["Not yet measured: `python benchmarks/bench_dm_curve.py`", ""]
     lines += ["Each row is its own distillation (seed 0) except where one command lists several",
               "snapshots; distillation seconds depend on the machine (see the speed tables).", "",
-              "| IPC | iterations | image lr | distill s | accuracy % | networks | machine | date |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| IPC | iterations | image lr | init | distill s | accuracy % | networks | machine | date |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['ipc']} | {r['iterations']} | {_image_lr(r):g} | {r['distill_seconds']:.0f} | "
+        lines.append(f"| {r['ipc']} | {r['iterations']} | {_image_lr(r):g} | {_init(r)} | "
+                     f"{r['distill_seconds']:.0f} | "
                      f"{r['mean']:.2f} ± {r['std']:.2f} | {r['num_eval']} | "
                      f"{_short(r['machine'])} | {r['date']} |")
     commands = list(dict.fromkeys(r["command"] for r in rows))

@@ -90,6 +90,10 @@ def test_report_image_lr_of_a_curve_row(monkeypatch):
     assert report._image_lr({"config": {"lr_img": 10.0}, "overrides": {"lr_img": 3}}) == 10.0
     assert report._image_lr({"overrides": {"lr_img": "3"}}) == 3.0
     assert report._image_lr({"overrides": {}}) == 1.0
+    # and its init: the resolved config, the overrides, else random real images (the paper's)
+    assert report._init({"config": {"init": "herding"}, "overrides": {}}) == "herding"
+    assert report._init({"overrides": {"init": "noise"}}) == "noise"
+    assert report._init({"overrides": {}}) == "real"
 
 
 def test_report_cross_architecture_table(monkeypatch):

@@ -380,3 +380,51 @@ def test_real_embedder_chunks_give_the_same_embeddings():
         parts = real_embedder(cpu, "fp32", False, chunk=3)(net, x)
         assert whole.shape == (10, net.embed_dim) and whole.dtype == torch.float32
         torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ herding init
+
+
+def _dm_init_loss(train, x, y, seeds) -> float:
+    """DM loss of (x, y) against the whole real set, averaged over fresh random ConvNets."""
+    from datadistill.evaluate.train import build_network
+
+    total = 0.0
+    for s in seeds:
+        net = build_network("convnet", train.channels, 10, train.im_size, s, torch.device("cpu"))
+        with torch.no_grad():
+            er, es = net.embed(train.images), net.embed(x)
+        mr = torch.stack([er[train.labels == c].mean(0) for c in range(10)])
+        ms = torch.stack([es[y == c].mean(0) for c in range(10)])
+        total += float(((mr - ms) ** 2).sum())
+    return total / len(seeds)
+
+
+def test_dm_herding_init_picks_real_images_closer_to_the_class_means(digits):
+    train, _ = digits
+    kw = dict(net="convnet", candidates=1000, nets=2)
+    x, y = init_synthetic(train, 3, "herding", make_generator(0), **kw)
+    x2, _ = init_synthetic(train, 3, "herding", make_generator(0), **kw)
+    assert torch.equal(x, x2)
+    assert torch.equal(y, torch.arange(10).repeat_interleave(3))
+    idx = find_rows(train.images, x)
+    assert (idx >= 0).all() and idx.unique().numel() == idx.numel()
+    assert torch.equal(train.labels[idx], y)
+    # networks the selection never saw: herding's subset matches the class means better than
+    # random real subsets (what DM's loss measures), on average over several draws
+    held_out = [101, 102, 103]
+    herd = _dm_init_loss(train, x, y, held_out)
+    rand = [_dm_init_loss(train, *init_synthetic(train, 3, "real", make_generator(s)), held_out)
+            for s in range(3)]
+    assert herd < min(rand)
+    with pytest.raises(ConfigError, match="init_candidates"):
+        init_synthetic(train, 3, "herding", make_generator(0), net="convnet", candidates=2, nets=1)
+
+
+def test_dm_runs_from_herding_init(digits):
+    train, _ = digits
+    s = distill("dm", train, 2, steps=2, seed=0, init="herding", init_candidates=40, init_nets=1,
+                **DM)
+    assert torch.isfinite(s.images).all()
+    idx = find_rows(train.images, s.initial)  # the initial images: real ones of their class
+    assert (idx >= 0).all() and torch.equal(train.labels[idx], s.labels)
