@@ -37,7 +37,7 @@ DATA_ROOT ?=
 DEMO_OUT  ?= runs/demo
 # DM at IPC 10 on Fashion-MNIST (fast preset cut to 50 iterations of 128 real images per class),
 # then 2+2 networks under the DSA protocol shortened to 80 epochs: the synthetic set vs a random
-# real subset. 7 minutes on 2 AVX2 CPU cores, 2 on 2 AVX-512 cores (measured, BENCHMARKS.md).
+# real subset. 5 minutes on 2 AVX2 CPU cores, 2 on 2 AVX-512 cores (measured, BENCHMARKS.md).
 demo: setup data
 	rm -rf $(DEMO_OUT)
 	$(VENV)/bin/datadistill distill --dataset fashion-mnist --method dm --ipc 10 --preset fast \
