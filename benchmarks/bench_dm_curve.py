@@ -3,8 +3,9 @@
 Distils Fashion-MNIST with DM (fast preset) once, snapshots the synthetic set at the given
 iterations (with the distillation wall time so far), then evaluates every snapshot under the
 ``dsa`` protocol. Snapshots and results go to ``benchmarks/results/dm_curve/``; an existing
-evaluation is reused, so the script can be re-run to add models or iterations, and a killed
-evaluation resumes from its finished networks (``dm_curve/checkpoints/``).
+evaluation is reused, so the script can be re-run to add models or iterations; a killed
+distillation resumes from its checkpoint (``<prefix>.ckpt.pt``) and a killed evaluation from its
+finished networks (``dm_curve/checkpoints/``).
 
     python benchmarks/bench_dm_curve.py --ipc 10 --snapshots 100,200,400,800,1500 --num-eval 5
 
@@ -49,17 +50,16 @@ def main() -> None:
     prefix = f"dm-ipc{a.ipc}-s{a.seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
     missing = [s for s in snaps if not (OUT / f"{prefix}-it{s}.pt").exists()]
     if missing and not a.eval_only:
-        t0 = time.perf_counter()
-
         def snapshot(step: int, synset_fn) -> None:
-            # only the missing ones: a stored snapshot may carry another machine's evaluation
+            # only the missing ones: a stored snapshot may carry another machine's evaluation;
+            # the set's distill_seconds include the part of a resumed run done before the kill
             if step in missing:
-                s = synset_fn()
-                s.meta["distill_seconds"] = round(time.perf_counter() - t0, 1)
-                s.save(OUT / f"{prefix}-it{step}.pt")
+                synset_fn().save(OUT / f"{prefix}-it{step}.pt")
 
+        ckpt = OUT / f"{prefix}-to{max(snaps)}.ckpt.pt"
         distill("dm", train, a.ipc, preset="fast", seed=a.seed, steps=max(snaps),
-                callbacks=(snapshot,), **overrides)
+                callbacks=(snapshot,), checkpoint=ckpt, resume=True, **overrides)
+        ckpt.unlink(missing_ok=True)
     for s in snaps[-1:] if a.eval_only_largest else snaps:
         path = OUT / f"{prefix}-it{s}.json"
         if path.exists() and json.loads(path.read_text())["num_eval"] >= a.num_eval:

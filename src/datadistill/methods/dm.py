@@ -46,6 +46,7 @@ from datadistill.methods.base import (
     cosine_lr,
     step_loop,
 )
+from datadistill.methods.coreset import herding
 from datadistill.synthetic import SyntheticSet
 from datadistill.utils import compiled, make_generator, resolve_device
 
@@ -137,8 +138,6 @@ def herding_init(
         ConfigError: ``candidates`` < ``ipc`` or ``nets`` < 1; a class with fewer than ``ipc``
             images.
     """
-    from datadistill.methods.coreset import herding
-
     check_ipc(real, ipc)
     if candidates < ipc or nets < 1:
         raise ConfigError(f"herding init needs init_candidates >= ipc ({ipc}) and init_nets >= 1, "
