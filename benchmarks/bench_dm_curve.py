@@ -65,9 +65,9 @@ def main() -> None:
         if path.exists() and json.loads(path.read_text())["num_eval"] >= a.num_eval:
             continue
         synset = SyntheticSet.load(OUT / f"{prefix}-it{s}.pt")
-        ckpt = eval_checkpoint(OUT, path.stem)
+        eval_ckpt = eval_checkpoint(OUT, path.stem)
         res = evaluate(synset, "dsa", ["convnet"], a.num_eval, seed=0, train=train, test=test,
-                       baseline=False, checkpoint=ckpt)
+                       baseline=False, checkpoint=eval_ckpt)
         sc = res.scores["convnet"]
         row = {"ipc": a.ipc, "iterations": s, "overrides": overrides,
                "config": synset.meta.get("config"),
@@ -79,7 +79,7 @@ def main() -> None:
                           f"{a.snapshots} --num-eval {a.num_eval}"
                           + "".join(f" --set {kv}" for kv in a.set)}
         atomic_write_text(path, json.dumps(row, indent=2))
-        ckpt.unlink(missing_ok=True)
+        eval_ckpt.unlink(missing_ok=True)
         print(f"it {s}: {sc.mean:.2f} ± {sc.std:.2f} ({synset.meta['distill_seconds']} s)",
               flush=True)
 

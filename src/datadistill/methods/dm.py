@@ -153,7 +153,8 @@ def herding_init(
               for _ in range(nets)]
     chosen = []
     for cand in pools:  # one class at a time: memory stays one class's
-        feats = torch.cat([embed(m, real.images[cand].to(device)) for m in models], 1)
+        x = real.images[cand].to(device)  # gathered once, embedded by every network
+        feats = torch.cat([embed(m, x) for m in models], 1)
         chosen.append(cand[herding(feats, ipc).to(cand.device)])
     return real.images[torch.cat(chosen)], torch.arange(k).repeat_interleave(ipc)
 
