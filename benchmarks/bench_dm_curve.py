@@ -25,7 +25,7 @@ from datadistill import SyntheticSet, load_dataset
 from datadistill.config import parse_override
 from datadistill.evaluate import evaluate
 from datadistill.methods import distill
-from datadistill.utils import atomic_write_text, machine_description, tune_allocator
+from datadistill.utils import atomic_write_text, machine_description, peak_memory_mb, tune_allocator
 
 OUT = Path(__file__).parent / "results" / "dm_curve"
 
@@ -60,8 +60,15 @@ def main() -> None:
         distill("dm", train, a.ipc, preset="fast", seed=a.seed, steps=max(snaps),
                 callbacks=(snapshot,), checkpoint=ckpt, resume=True, **overrides)
         ckpt.unlink(missing_ok=True)
+    lost = [s for s in missing if not (OUT / f"{prefix}-it{s}.pt").exists()]
+    if lost:  # --eval-only, or a distillation resumed from a checkpoint past them
+        print(f"no snapshot at iterations {lost} (not distilled, or the distillation resumed "
+              f"after them): run --snapshots {','.join(map(str, lost))} without --eval-only to "
+              "make them", flush=True)
     for s in snaps[-1:] if a.eval_only_largest else snaps:
         path = OUT / f"{prefix}-it{s}.json"
+        if s in lost:
+            continue
         if path.exists() and json.loads(path.read_text())["num_eval"] >= a.num_eval:
             continue
         synset = SyntheticSet.load(OUT / f"{prefix}-it{s}.pt")
@@ -74,6 +81,7 @@ def main() -> None:
                "distill_seconds": synset.meta["distill_seconds"],
                "accuracies": sc.accuracies, "mean": sc.mean, "std": sc.std,
                "num_eval": a.num_eval, "eval_seconds": res.wall_seconds,
+               "peak_memory_mb": peak_memory_mb(),  # of the process: the distillation's if it ran
                "date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
                "command": f"python benchmarks/bench_dm_curve.py --ipc {a.ipc} --snapshots "
                           f"{a.snapshots} --num-eval {a.num_eval}"
