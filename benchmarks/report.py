@@ -475,7 +475,8 @@ def isa_diag_section() -> list[str]:
 
 def _variant_label(r: dict) -> str:
     """The variant's name plus any strategy knob set away from that variant's own value."""
-    own = {"noreg": {"reg_weight": 0.0}, "nofilter": {"drop_fraction": 0.0}}.get(r["variant"], {})
+    own = {"noreg": {"reg_weight": 0.0}, "nofilter": {"drop_fraction": 0.0, "reg_weight": 1.0}
+           }.get(r["variant"], {"reg_weight": 1.0})  # bench_sequential.py's VARIANTS
     opts = r.get("strategy_options") or {}
     extra = [f"{k.split('_')[0]} {opts[k]:g}" for k in ("reg_weight", "drop_fraction")
              if k in opts and opts[k] != own.get(k)]
@@ -548,7 +549,8 @@ def cross_architecture_lines(rows: list[dict]) -> list[str]:
 def tuning_section() -> list[str]:
     """The `fast`-preset candidates of `tune_preset.py`: validation accuracy under a shortened
     protocol (a proxy for ranking candidates, not comparable with the test-set rows above)."""
-    rows = [(p.parent.name.removeprefix("tune_"), json.loads(p.read_text()))
+    # results/tune_<method>[_<strategy>]/ (tune_preset.py --strategy)
+    rows = [(p.parent.name.removeprefix("tune_").replace("_", " + "), json.loads(p.read_text()))
             for p in sorted(RESULTS.glob("tune_*/ipc*.json"))]
     if not rows:
         return []
@@ -556,15 +558,17 @@ def tuning_section() -> list[str]:
              "10,000 Fashion-MNIST training images held out; each candidate distils the other",
              "50,000 and is evaluated on the held-out images with its method's protocol cut to",
              "the given epochs (2 networks). Images moved: `||x - x0|| / ||x0||` of the stored",
-             "images. Used only to choose a preset; the chosen one is then measured on the test set.",
+             "images. Used only to choose a preset (or a strategy default); the chosen one is then",
+             "measured on the test set.",
              "",
              "| method | IPC | candidate | overrides | steps | images moved | validation % | "
              "epochs | precision | distill s | machine | date |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for method, r in sorted(rows, key=lambda mr: (mr[0], mr[1]["ipc"], -mr[1]["val_mean"])):
         moved = r.get("relative_image_change")
-        over = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in r["overrides"].items())
+        pairs = [*r["overrides"].items(),
+                 *((f"strategy.{k}", v) for k, v in r.get("strategy_overrides", {}).items())]
+        over = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in pairs)
         machine = r.get("machine", MACHINE_AMX)
         # rows before "precision" was recorded: the fast presets' "auto" = bf16 where native
         precision = r.get("precision") or ("bf16" if "bf16 native" in machine else "fp32")

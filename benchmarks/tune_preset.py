@@ -15,9 +15,15 @@ with a fraction of the paper's steps at the paper's learning rate barely moves t
     python benchmarks/tune_preset.py --method idc --ipc 10 --candidate lr1e-3:lr_img=1e-3:30
 
 A candidate is ``NAME:KEY=VALUE,...:STEPS`` (preset overrides; STEPS: the method's ``steps``);
-results are cached in ``benchmarks/results/tune_<method>/`` (``--out``; a finished candidate is skipped; a
-killed one resumes its distillation and evaluation, as the other benchmarks do, and keeps its
-set beside its row as ``.pt``).
+with ``--strategy sequential`` the keys ``strategy.KEY=VALUE`` set the strategy's options instead
+(the strategy's own probes classify only the training part, never the held-out images):
+
+    python benchmarks/tune_preset.py --method dm --ipc 10 --strategy sequential \\
+        --candidate reg0:strategy.segments=2,strategy.reg_weight=0,init=real:120
+
+Results are cached in ``benchmarks/results/tune_<method>[_<strategy>]/`` (``--out``; a finished
+candidate is skipped; a killed one resumes its distillation and evaluation, as the other
+benchmarks do, and keeps its set beside its row as ``.pt``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from datadistill import load_dataset
 from datadistill.config import parse_override
 from datadistill.evaluate import evaluate, get_protocol
 from datadistill.methods import METHODS, make_distiller
+from datadistill.strategies import STRATEGIES
 from datadistill.utils import (
     Timer,
     atomic_write_text,
@@ -64,14 +71,16 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--out", type=Path, default=None, help="default: results/tune_<method>")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/tune_<method>[_<strategy>]")
+    ap.add_argument("--strategy", default=None,
+                    help="wrap the method in this strategy (candidate keys strategy.KEY=VALUE)")
     a = ap.parse_args()
     train, _ = load_dataset(a.dataset)
     if not 0 < a.n_val < len(train.labels):
         ap.error(f"--n-val must be between 1 and {len(train.labels) - 1} for {a.dataset}")
     fit, val = validation_split(train, a.n_val, a.seed)
     val.split = "validation"
-    out = a.out or RESULTS / f"tune_{a.method}"
+    out = a.out or RESULTS / (f"tune_{a.method}" + (f"_{a.strategy}" if a.strategy else ""))
     out.mkdir(parents=True, exist_ok=True)
     proto = get_protocol(METHODS.get(a.method).default_protocol).with_(epochs=a.epochs)
     for spec in a.candidate:
@@ -80,15 +89,28 @@ def main() -> None:
         if path.exists():
             print(path.read_text())
             continue
-        overrides = dict(parse_override(kv) for kv in kvs.split(",") if kv)
+        pairs = [parse_override(kv) for kv in kvs.split(",") if kv]
+        overrides = {k: v for k, v in pairs if not k.startswith("strategy.")}
+        options = {k.removeprefix("strategy."): v for k, v in pairs if k.startswith("strategy.")}
+        if options and a.strategy is None:
+            ap.error(f"candidate {name}: strategy.* keys need --strategy")
+        strategy = None if a.strategy is None else STRATEGIES.get(a.strategy)(options)
         d = make_distiller(a.method, dataset=fit.name, ipc=a.ipc, preset="fast",
                            overrides={**overrides, "steps": int(steps)})
+
+        def run(ckpt: Path, d=d, strategy=strategy):
+            if strategy is None:
+                return d.distill(fit, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True,
+                                 progress=False)
+            return strategy.run(d, fit, a.ipc, seed=a.seed, checkpoint=ckpt, resume=True,
+                                progress=False)
+
         with Timer() as t:  # a killed candidate resumes its distillation and its evaluation
             synset, reused = distilled_set(
-                path.with_suffix(".pt"), path,
-                lambda ckpt, d=d: d.distill(fit, a.ipc, seed=a.seed, checkpoint=ckpt,
-                                            resume=True, progress=False),
-                seed=a.seed, config=d.config, dataset_checksum=fit.checksum())
+                path.with_suffix(".pt"), path, run, seed=a.seed, config=d.config,
+                dataset_checksum=fit.checksum(),
+                strategy=None if strategy is None else {"name": strategy.name,
+                                                        "options": strategy.options})
         # a resumed run's own time covers only its part; the set's meta has the whole run's
         distill_seconds = synset.meta.get("distill_seconds") or (None if reused else t.seconds)
         moved = None
@@ -98,6 +120,9 @@ def main() -> None:
                        baseline=False, progress=False, checkpoint=eval_checkpoint(out, path.stem))
         s = res.scores["convnet"]
         row = {"name": name, "method": a.method, "ipc": a.ipc, "overrides": overrides,
+               "strategy": None if strategy is None else {"name": strategy.name,
+                                                          "options": strategy.options},
+               "strategy_overrides": options,
                "steps": int(steps), "relative_image_change": moved, "protocol": proto.name,
                "distill_seconds": distill_seconds and round(distill_seconds, 1),
                "val_accuracies": s.accuracies,
@@ -109,9 +134,11 @@ def main() -> None:
                "precision": resolve_precision(str(d.config.get("precision", "fp32")),
                                               resolve_device(None)),
                "command": f"python benchmarks/tune_preset.py --method {a.method} --ipc {a.ipc} "
-                          f"--candidate {spec} "
+                          + (f"--strategy {a.strategy} " if a.strategy else "")
+                          + f"--candidate {spec} "
                           f"--epochs {a.epochs} --num-eval {a.num_eval}"
-                          + (f" --dataset {a.dataset}" if a.dataset != "fashion-mnist" else "")}
+                          + (f" --dataset {a.dataset}" if a.dataset != "fashion-mnist" else "")
+                          + (f" --n-val {a.n_val}" if a.n_val != 10000 else "")}
         atomic_write_text(path, json.dumps(row, indent=2))
         eval_checkpoint(out, path.stem).unlink(missing_ok=True)
         print(json.dumps(row), flush=True)

@@ -64,6 +64,27 @@ def test_tune_preset_rejects_bad_validation_size(tune_preset, tmp_path):
                     "--candidate", "a::1")
 
 
+def test_tune_preset_with_the_sequential_strategy(tune_preset, tmp_path):
+    """``--strategy sequential``: ``strategy.*`` keys reach the strategy, the rest the preset."""
+    tune_preset("--dataset", "digits", "--method", "dm", "--ipc", "2", "--n-val", "300",
+                "--epochs", "5", "--num-eval", "1", "--out", str(tmp_path),
+                "--strategy", "sequential", "--candidate",
+                "s:strategy.segments=2,strategy.reg_weight=0.3,strategy.probe_epochs=2,"
+                "compile=false:4")
+    row = json.loads((tmp_path / "ipc2-s.json").read_text())
+    assert row["overrides"] == {"compile": False}
+    assert row["strategy_overrides"] == {"segments": 2, "reg_weight": 0.3, "probe_epochs": 2}
+    assert row["strategy"]["options"]["reg_weight"] == 0.3
+    assert "--strategy sequential" in row["command"] and 10 < row["val_mean"] <= 100
+    from datadistill.synthetic import SyntheticSet
+
+    meta = SyntheticSet.load(tmp_path / "ipc2-s.pt").meta
+    assert meta["sequential"]["num_segments"] == 2 and sorted(set(meta["segment"])) == [0, 1]
+    with pytest.raises(SystemExit):  # strategy options without a strategy
+        tune_preset("--dataset", "digits", "--n-val", "300", "--out", str(tmp_path),
+                    "--candidate", "b:strategy.segments=2:1")
+
+
 def test_report_renders_the_committed_results(monkeypatch, tmp_path):
     """Every section of BENCHMARKS.md renders from the committed results (a new result file in
     an unexpected shape fails here, not when a session regenerates the report)."""
@@ -136,3 +157,20 @@ def test_distill_provenance_keeps_the_distilling_machine(monkeypatch, tmp_path):
         "machine": "cpu: A", "distill_cpu_seconds": 5.0, "eval_machine": "cpu: B"}
     row.unlink()  # no earlier row and no machine in the set: this one did it all
     assert common.distill_provenance(old, row, reused=True) == {"machine": "cpu: B"}
+
+
+def test_report_variant_label_names_knobs_off_the_variants_own(monkeypatch):
+    """A sequential row's label adds the regulariser weight / drop fraction only where they
+    differ from what its variant pins (bench_sequential.py's VARIANTS)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import report
+
+    def label(variant, **opts):
+        return report._variant_label({"variant": variant, "strategy_options": opts})
+
+    assert label("seq", segments=5) == "seq"  # rows from before the variants pinned the weight
+    assert label("seq", reg_weight=1.0) == "seq"
+    assert label("seq", reg_weight=0.3) == "seq (reg 0.3)"
+    assert label("noreg", reg_weight=0.0) == "noreg"
+    assert label("nofilter", drop_fraction=0.0, reg_weight=1.0) == "nofilter"
+    assert label("nofilter", drop_fraction=0.25) == "nofilter (drop 0.25)"

@@ -105,7 +105,7 @@ def _strategy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--segment-ipc", type=int, default=None,
                    help="sequential: IPC per segment (instead of --segments)")
     g.add_argument("--reg-weight", type=float, default=None,
-                   help="sequential: weight of the anti-forgetting regulariser")
+                   help="sequential: weight of the anti-forgetting regulariser (default 0.1)")
     g.add_argument("--discard-easy", type=float, default=None,
                    help="isa: fraction of the easiest real samples dropped per step")
     g.add_argument("--isa-eps", type=float, default=None,
