@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from bench_sequential import VARIANTS  # benchmarks/bench_sequential.py
 from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
 from datadistill.utils import atomic_write_text
@@ -475,8 +476,7 @@ def isa_diag_section() -> list[str]:
 
 def _variant_label(r: dict) -> str:
     """The variant's name plus any strategy knob set away from that variant's own value."""
-    own = {"noreg": {"reg_weight": 0.0}, "nofilter": {"drop_fraction": 0.0, "reg_weight": 1.0}
-           }.get(r["variant"], {"reg_weight": 1.0})  # bench_sequential.py's VARIANTS
+    own = VARIANTS.get(r["variant"]) or {}
     opts = r.get("strategy_options") or {}
     extra = [f"{k.split('_')[0]} {opts[k]:g}" for k in ("reg_weight", "drop_fraction")
              if k in opts and opts[k] != own.get(k)]

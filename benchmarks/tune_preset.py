@@ -95,6 +95,8 @@ def main() -> None:
         if options and a.strategy is None:
             ap.error(f"candidate {name}: strategy.* keys need --strategy")
         strategy = None if a.strategy is None else STRATEGIES.get(a.strategy)(options)
+        strategy_meta = None if strategy is None else {"name": strategy.name,
+                                                       "options": strategy.options}
         d = make_distiller(a.method, dataset=fit.name, ipc=a.ipc, preset="fast",
                            overrides={**overrides, "steps": int(steps)})
 
@@ -108,9 +110,7 @@ def main() -> None:
         with Timer() as t:  # a killed candidate resumes its distillation and its evaluation
             synset, reused = distilled_set(
                 path.with_suffix(".pt"), path, run, seed=a.seed, config=d.config,
-                dataset_checksum=fit.checksum(),
-                strategy=None if strategy is None else {"name": strategy.name,
-                                                        "options": strategy.options})
+                dataset_checksum=fit.checksum(), strategy=strategy_meta)
         # a resumed run's own time covers only its part; the set's meta has the whole run's
         distill_seconds = synset.meta.get("distill_seconds") or (None if reused else t.seconds)
         moved = None
@@ -120,8 +120,7 @@ def main() -> None:
                        baseline=False, progress=False, checkpoint=eval_checkpoint(out, path.stem))
         s = res.scores["convnet"]
         row = {"name": name, "method": a.method, "ipc": a.ipc, "overrides": overrides,
-               "strategy": None if strategy is None else {"name": strategy.name,
-                                                          "options": strategy.options},
+               "strategy": strategy_meta,
                "strategy_overrides": options,
                "steps": int(steps), "relative_image_change": moved, "protocol": proto.name,
                "distill_seconds": distill_seconds and round(distill_seconds, 1),
