@@ -67,6 +67,20 @@ def test_save_load_round_trip_exact(tmp_path):
     assert_same_set(s, SyntheticSet.load(tmp_path))
 
 
+def test_save_compressed_round_trip_and_truncation(tmp_path):
+    s, _ = make_set()
+    s.initial = s.images.clone()
+    plain, packed = s.save(tmp_path / "plain.pt"), s.save(tmp_path / "packed.pt", compress=True)
+    assert packed.read_bytes()[:2] == b"\x1f\x8b"  # gzip, detected by load
+    t = SyntheticSet.load(packed)
+    assert_same_set(s, t)
+    assert torch.equal(t.initial, s.initial)
+    assert_same_set(SyntheticSet.load(plain), t)
+    packed.write_bytes(packed.read_bytes()[:-40])
+    with pytest.raises(ArtifactError, match="truncated or corrupt"):
+        SyntheticSet.load(packed)
+
+
 def test_save_load_round_trip_zca(tmp_path):
     pre = zca_preprocessing(channels=3, size=4)
     s, pixels = make_set(channels=3, size=4, pre=pre)
