@@ -17,6 +17,7 @@ from datadistill.methods.gm import (
     gradient_match_loss,
     layer_distance,
     match_distance,
+    matched_parameter_names,
     per_class_gradients,
     train_on_batches,
 )
@@ -148,6 +149,36 @@ def test_vmapped_per_class_gradients_equal_the_loop(create_graph):
     g0 = torch.autograd.grad(loss, list(net.parameters()))
     for ga, g in zip(a, g0, strict=True):
         torch.testing.assert_close(ga[0], g, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("conv_only", [False, True])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_match_loss_differentiates_only_the_matched_weights(conv_only, vectorize):
+    """Restricting the gradients to the compared weights leaves the loss and its gradient
+    w.r.t. the synthetic images unchanged (float64: exact up to rounding)."""
+    net = build_network("convnet-w32", 1, 3, (8, 8), 0, CPU).double()
+    names = matched_parameter_names(net, conv_only)
+    shapes = dict((n, p.dim()) for n, p in net.named_parameters())
+    assert names and all(shapes[n] == 4 if conv_only else shapes[n] > 1 for n in names)
+    assert conv_only or any(shapes[n] == 2 for n in names)  # the classifier's weight
+    x_real = torch.randn(3, 4, 1, 8, 8, dtype=torch.float64, generator=make_generator(0))
+    x_syn = torch.randn(3, 2, 1, 8, 8, dtype=torch.float64, generator=make_generator(1))
+    classes = torch.arange(3)
+
+    def full_loss(xs):  # every parameter differentiated, then the distance's own filter
+        g_real = per_class_gradients(net, x_real, classes, create_graph=False, vectorize=False)
+        g_syn = per_class_gradients(net, xs, classes, create_graph=True, vectorize=vectorize)
+        return match_distance(g_real, g_syn, "l1", conv_only=conv_only, batched=True)
+
+    a_x, b_x = x_syn.clone().requires_grad_(), x_syn.clone().requires_grad_()
+    a = gradient_match_loss(net, x_real, a_x, classes, metric="l1", conv_only=conv_only,
+                            vectorize=vectorize)
+    b = full_loss(b_x)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    (ga,), (gb,) = torch.autograd.grad(a, [a_x]), torch.autograd.grad(b, [b_x])
+    torch.testing.assert_close(ga, gb, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ConfigError, match="no parameter"):
+        per_class_gradients(net, x_real, classes, create_graph=False, names=["nope.weight"])
 
 
 def test_compiled_real_side_gradients_equal_eager():

@@ -183,10 +183,19 @@ def _forward(net: nn.Module, x: Tensor) -> Tensor:
     return net(x)
 
 
+def matched_parameter_names(net: nn.Module, conv_only: bool = False) -> list[str]:
+    """Names of the parameters :func:`match_distance` compares, in ``net.named_parameters()``
+    order: every weight of 2 or more dimensions, only the 4-D (convolution) ones with
+    ``conv_only``. Differentiating just these gives the same loss with a smaller graph (IDC
+    step 1.04x, ``benchmarks/profile_gm_step.py``)."""
+    return [name for name, p in net.named_parameters()
+            if p.dim() > 1 and (p.dim() == 4 or not conv_only)]
+
+
 def per_class_gradients(net: nn.Module, x: Tensor, classes: Tensor, *, create_graph: bool,
                         vectorize: bool = True, precision: str = "fp32",
-                        compile: bool = False) -> list[Tensor]:
-    """Gradient of each class's mean cross-entropy w.r.t. every parameter of ``net``.
+                        compile: bool = False, names: Sequence[str] | None = None) -> list[Tensor]:
+    """Gradient of each class's mean cross-entropy w.r.t. the parameters of ``net``.
 
     Args:
         net: the network (its current train/eval mode is used as is).
@@ -201,31 +210,38 @@ def per_class_gradients(net: nn.Module, x: Tensor, classes: Tensor, *, create_gr
             ``torch.compile`` (one graph per architecture, shared by every fresh network; eager
             if compilation fails). Only without ``create_graph``: compiled graphs cannot be
             differentiated twice. Ignored by the vmapped path.
+        names: the parameters to differentiate (e.g. :func:`matched_parameter_names`); all of
+            them when None. Raises ConfigError for a name ``net`` does not have.
 
     Returns:
-        one tensor ``(K, *p.shape)`` float32 per parameter, in ``net.parameters()`` order.
+        one tensor ``(K, *p.shape)`` float32 per parameter in ``names``, in their order
+        (``net.parameters()`` order when ``names`` is None).
     """
     k, n = x.shape[:2]
     targets = classes.view(k, 1).expand(k, n)
-    names = [name for name, _ in net.named_parameters()]
+    all_params = dict(net.named_parameters())
+    names = list(all_params) if names is None else list(names)
+    if unknown := sorted(set(names) - set(all_params)):
+        raise ConfigError(f"the network has no parameter(s) {unknown}")
     if vectorize and not has_batchnorm(net):
         from torch.func import functional_call, grad, vmap
 
-        params = {name: p.detach() for name, p in net.named_parameters()}
+        wrt = {name: all_params[name].detach() for name in names}
+        fixed = {name: p.detach() for name, p in all_params.items() if name not in wrt}
         buffers = dict(net.named_buffers())
 
         def class_loss(p: dict[str, Tensor], xc: Tensor, yc: Tensor) -> Tensor:
             with autocast(xc.device, precision):
-                out = functional_call(net, (p, buffers), (xc,))
+                out = functional_call(net, ({**fixed, **p}, buffers), (xc,))
             return F.cross_entropy(_at_least_fp32(out), yc)
 
-        grads = vmap(grad(class_loss), in_dims=(None, 0, 0))(params, x, targets)
+        grads = vmap(grad(class_loss), in_dims=(None, 0, 0))(wrt, x, targets)
         out = [grads[name] for name in names]
         return out if create_graph else [g.detach() for g in out]
     if compile and create_graph:
         raise ConfigError("compiled per-class gradients cannot keep the graph (double backward)")
     forward = compiled("gm_forward", _forward) if compile else _forward
-    params_list = list(net.parameters())
+    params_list = [all_params[name] for name in names]
     per_class: list[tuple[Tensor, ...]] = []
     for c in range(k):
         with autocast(x.device, precision):
@@ -262,10 +278,12 @@ def gradient_match_loss(net: nn.Module, x_real: Tensor, x_syn: Tensor, classes: 
     """
     if vectorize_real is None:
         vectorize_real = vectorize and x_real.device.type != "cpu"
+    names = matched_parameter_names(net, conv_only)  # the others never enter the distance
     g_real = per_class_gradients(net, x_real, classes, create_graph=False,
                                  vectorize=vectorize_real, precision=real_precision,
-                                 compile=compile_real)
-    g_syn = per_class_gradients(net, x_syn, classes, create_graph=True, vectorize=vectorize)
+                                 compile=compile_real, names=names)
+    g_syn = per_class_gradients(net, x_syn, classes, create_graph=True, vectorize=vectorize,
+                                names=names)
     return match_distance(g_real, g_syn, metric, conv_only=conv_only, batched=True)
 
 
