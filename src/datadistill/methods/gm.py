@@ -116,6 +116,12 @@ def layer_distance(g_real: Tensor, g_syn: Tensor, metric: str = "cos", *,
     raise ConfigError(f"unknown gradient distance {metric!r}; valid: {', '.join(METRICS)}")
 
 
+def _is_matched(ndim: int, conv_only: bool) -> bool:
+    """The one rule for which parameters the distance compares, by their number of dimensions:
+    weights of 2+ dimensions, only 4-D (convolution) ones with ``conv_only``."""
+    return ndim > 1 and (ndim == 4 or not conv_only)
+
+
 def match_distance(grads_real: Sequence[Tensor], grads_syn: Sequence[Tensor], metric: str = "cos",
                    *, conv_only: bool = False, batched: bool = False) -> Tensor:
     """Sum of :func:`layer_distance` over the parameters of a network.
@@ -130,8 +136,7 @@ def match_distance(grads_real: Sequence[Tensor], grads_syn: Sequence[Tensor], me
     off = 1 if batched else 0
     total = grads_syn[0].new_zeros(())
     for gr, gs in zip(grads_real, grads_syn, strict=True):
-        nd = gr.dim() - off
-        if nd <= 1 or (conv_only and nd != 4):
+        if not _is_matched(gr.dim() - off, conv_only):
             continue
         total = total + layer_distance(gr, gs, metric, batched=batched)
     return total
@@ -188,8 +193,7 @@ def matched_parameter_names(net: nn.Module, conv_only: bool = False) -> list[str
     order: every weight of 2 or more dimensions, only the 4-D (convolution) ones with
     ``conv_only``. Differentiating just these gives the same loss with a smaller graph (IDC
     step 1.04x, ``benchmarks/profile_gm_step.py``)."""
-    return [name for name, p in net.named_parameters()
-            if p.dim() > 1 and (p.dim() == 4 or not conv_only)]
+    return [name for name, p in net.named_parameters() if _is_matched(p.dim(), conv_only)]
 
 
 def per_class_gradients(net: nn.Module, x: Tensor, classes: Tensor, *, create_graph: bool,
