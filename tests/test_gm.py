@@ -21,13 +21,7 @@ from datadistill.methods.gm import (
     per_class_gradients,
     train_on_batches,
 )
-from datadistill.methods.idc import (
-    image_lr_at,
-    init_pixels,
-    mixed_tile_init,
-    model_input,
-    scaled_lr_img,
-)
+from datadistill.methods.idc import init_pixels, mixed_tile_init, model_input, scaled_lr_img
 from datadistill.synthetic import SyntheticSet, multi_formation_decode
 from datadistill.utils import make_generator
 
@@ -95,13 +89,6 @@ def test_scaled_lr_img():
     assert scaled_lr_img(1e-4, 10, 28, 28) == pytest.approx(1e-4)
     assert scaled_lr_img(1e-4, 10, 28, 32) == pytest.approx(1e-4 * 0.765625)
     assert scaled_lr_img(5e-3, 50, 32, 32) == pytest.approx(2.5e-2)
-
-
-def test_image_lr_cosine_decay():
-    assert [image_lr_at(0.1, i, 4, "none") for i in (1, 4)] == [0.1, 0.1]
-    lrs = [image_lr_at(0.1, i, 4, "cosine") for i in range(1, 5)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[2] == pytest.approx(0.05)
-    assert lrs == sorted(lrs, reverse=True) and lrs[-1] > 0  # the last step still moves
 
 
 # ------------------------------------------------------------------------------ distances
@@ -316,8 +303,8 @@ def test_idc_changes_images_saves_loads_evaluates(digits, tmp_path):
     assert 0 <= res.scores["convnet"].mean <= 100 and res.protocol["batch_size"] == 64
     with pytest.raises(ConfigError, match="factor"):
         distill("idc", train, 2, steps=1, factor=3, **kw)
-    with pytest.raises(ConfigError, match="lr_img_decay"):
-        distill("idc", train, 2, steps=1, lr_img_decay="linear", **kw)
+    with pytest.raises(ConfigError, match="lr_final"):
+        distill("idc", train, 2, steps=1, lr_final=2.0, **kw)
 
 
 # ------------------------------------------------------------------------------ protocol

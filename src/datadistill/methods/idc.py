@@ -32,8 +32,9 @@ momentum moves of the other classes are not replicated). The classes' gradients 
 :func:`datadistill.methods.gm.gradient_match_loss`: a per-class loop, or one ``vmap`` call where
 option ``vectorize`` resolves to it (``auto``: on CUDA; measured slower on these CPUs).
 
-Our option, not the original's: ``lr_img_decay: cosine`` anneals the image lr over the outer
-iterations (:func:`image_lr_at`; default ``none``, the original's constant rate).
+Our option, not the original's (as in ``dm``): ``lr_final`` < 1 anneals the image lr along a
+cosine over the outer iterations to ``lr_final * lr`` (:func:`~datadistill.methods.base.cosine_lr`;
+default 1, the original's constant rate).
 
 Sequential segments (``segment=SegmentContext``, strategy ``sequential``): the new segment's
 stored pixels match the current real pool (the ``real`` argument), and the networks train on
@@ -67,6 +68,7 @@ from datadistill.methods.base import (
     SegmentContext,
     StepCallback,
     check_ipc,
+    cosine_lr,
     step_loop,
 )
 from datadistill.methods.dm import SegmentTerms, sample_upto
@@ -135,16 +137,6 @@ def init_pixels(real: RealDataset, ipc: int, factor: int, init: str,
         pix = real.preprocessing.invert(x.cpu()).clamp(0, 1)
         return mixed_tile_init(pix.view(k, ipc * factor**2, *real.image_shape), factor), labels
     raise ConfigError(f"init must be 'mix', 'random' or 'noise', got {init!r}")
-
-
-def image_lr_at(lr: float, step: int, steps: int, decay: str) -> float:
-    """The image lr of outer iteration ``step`` (1-based, of ``steps``): ``lr`` throughout for
-    ``decay="none"`` (the original IDC), or cosine-annealed from ``lr`` at step 1 towards 0
-    (``lr * (1 + cos(pi * (step - 1) / steps)) / 2``; our option for the short `fast` runs, whose
-    few large-lr updates are each driven by one network and one real batch)."""
-    if decay == "none":
-        return lr
-    return lr * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / steps))
 
 
 def model_input(pixels: Tensor, mean: Tensor, std: Tensor, factor: int) -> Tensor:
@@ -225,9 +217,10 @@ class IDC(Distiller):
         n_data, net_batch = int(self.cfg("n_data")), int(self.cfg("net_batch"))
         cutmix_p = float(self.cfg("net_cutmix_p"))
         lr = scaled_lr_img(float(self.cfg("lr_img")), ipc, h, int(self.cfg("lr_img_size_base")))
-        decay = str(self.cfg("lr_img_decay"))
-        if decay not in ("none", "cosine"):
-            raise ConfigError(f"lr_img_decay must be 'none' or 'cosine', got {decay!r}")
+        lr_final = float(self.cfg("lr_final"))
+        if not 0.0 <= lr_final <= 1.0:
+            raise ConfigError(f"lr_final must be in [0, 1] (a fraction of lr_img; 1 = constant), "
+                              f"got {lr_final}")
         gen = make_generator(seed)
         pix, syn_y = init_pixels(real, ipc, f, self.cfg("init"), gen)
         pix = pix.to(device).requires_grad_(True)
@@ -291,7 +284,7 @@ class IDC(Distiller):
             with torch.no_grad():
                 pix.clamp_(0, 1)
             # set from the step index (not a scheduler's state), so a resumed run is identical
-            opt.param_groups[0]["lr"] = image_lr_at(lr, it, steps, decay)
+            opt.param_groups[0]["lr"] = cosine_lr(lr, it - 1, steps, lr_final)
             total = 0.0
             for _ in range(inner):
                 xr, _ = real_dev.sample_balanced(batch_real, gen)
