@@ -97,6 +97,15 @@ class Distiller(ABC):
         except KeyError:
             raise ConfigError(f"method {self.name}: missing config key {key!r}") from None
 
+    def lr_final(self) -> float:
+        """The ``lr_final`` option, for :func:`cosine_lr`: the final learning rate as a fraction
+        of the initial one (1 = constant). Raises ConfigError outside [0, 1]."""
+        value = float(self.cfg("lr_final"))
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"lr_final must be in [0, 1] (the final learning rate as a fraction "
+                              f"of the initial one; 1 = constant), got {value}")
+        return value
+
     @abstractmethod
     def distill(
         self,

@@ -245,10 +245,7 @@ class DM(Distiller):
         initial = syn_x.detach().clone().cpu()  # kept for the update-signal diagnostic (images - initial)
         syn_x = syn_x.to(device).requires_grad_(True)
         syn_y = syn_y.to(device)
-        lr_img, lr_final = float(self.cfg("lr_img")), float(self.cfg("lr_final"))
-        if not 0.0 <= lr_final <= 1.0:
-            raise ConfigError(f"lr_final must be in [0, 1] (a fraction of lr_img; 1 = constant), "
-                              f"got {lr_final}")
+        lr_img, lr_final = float(self.cfg("lr_img")), self.lr_final()
         opt = torch.optim.SGD([syn_x], lr=lr_img, momentum=float(self.cfg("momentum")))
         dsa = DSA(default_strategy(real.name) if self.cfg("dsa") else "none")
         embed_real = real_embedder(device, self.cfg("precision"), bool(self.cfg("compile")))

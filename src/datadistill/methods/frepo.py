@@ -281,7 +281,7 @@ class FRePo(Distiller):
         n_real = len(real)
         batch_real = min(int(self.cfg("batch_real")), n_real)
         steps = int(self.cfg("steps"))
-        lr, lr_final = float(self.cfg("lr")), float(self.cfg("lr_final"))
+        lr, lr_final = float(self.cfg("lr")), self.lr_final()
         reg, margin_w = float(self.cfg("reg")), float(self.cfg("label_margin"))
         flip, learn_labels = bool(self.cfg("flip")), bool(self.cfg("learn_labels"))
         precision, compile = str(self.cfg("precision")), bool(self.cfg("compile"))

@@ -217,10 +217,7 @@ class IDC(Distiller):
         n_data, net_batch = int(self.cfg("n_data")), int(self.cfg("net_batch"))
         cutmix_p = float(self.cfg("net_cutmix_p"))
         lr = scaled_lr_img(float(self.cfg("lr_img")), ipc, h, int(self.cfg("lr_img_size_base")))
-        lr_final = float(self.cfg("lr_final"))
-        if not 0.0 <= lr_final <= 1.0:
-            raise ConfigError(f"lr_final must be in [0, 1] (a fraction of lr_img; 1 = constant), "
-                              f"got {lr_final}")
+        lr_final = self.lr_final()
         gen = make_generator(seed)
         pix, syn_y = init_pixels(real, ipc, f, self.cfg("init"), gen)
         pix = pix.to(device).requires_grad_(True)
