@@ -104,7 +104,7 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
         "| eval s / model | peak MiB | machine | date |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    pending, stale = [], []
+    pending, stale, provenance = [], [], []
     for ipc in ipcs:
         for m in methods:
             r, earlier = _table_row(m, ipc)
@@ -120,6 +120,11 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
             base_s = f"{base['mean']:.2f} ± {base['std']:.2f}" if base else "-"
             if earlier:
                 stale.append(f"{m} IPC {ipc} ({earlier})")
+            # a row measured by another command than run_all.py (same hyperparameters) says so
+            if r.get("measured_with"):
+                provenance.append(f"{m} IPC {ipc}: measured with `{r['measured_with']}`"
+                                  + (f"; its random subset from {r['baseline_from']}"
+                                     if r.get("baseline_from") else ""))
             lines.append(
                 f"| {m}{' *' if earlier else ''} | {ipc} | {r.get('protocol', 'dsa')} | "
                 f"{r['mean']:.2f} ± {r['std']:.2f} | "
@@ -135,6 +140,8 @@ def table_section(methods: list[str] = METHODS, ipcs: list[int] = IPCS,
         lines += ["", "\\* Measured with an earlier `fast` preset (its values differ from today's: "
                   + "; ".join(stale) + "); `run_all.py --force` with the row's `--methods` / "
                   "`--ipcs` measures the current one."]
+    if provenance:
+        lines += [""] + [f"- {p}." for p in provenance]
     if pending:
         lines += ["", "Not yet measured (run these):", ""] + [f"- `{c}`" for c in pending]
     return lines
