@@ -105,7 +105,8 @@ def _strategy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--segment-ipc", type=int, default=None,
                    help="sequential: IPC per segment (instead of --segments)")
     g.add_argument("--reg-weight", type=float, default=None,
-                   help="sequential: weight of the anti-forgetting regulariser (default 0.1)")
+                   help="sequential: weight of the anti-forgetting regulariser (default 1; "
+                        "0.1 validated better with 2 segments, BENCHMARKS.md)")
     g.add_argument("--discard-easy", type=float, default=None,
                    help="isa: fraction of the easiest real samples dropped per step")
     g.add_argument("--isa-eps", type=float, default=None,
