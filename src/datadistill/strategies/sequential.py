@@ -206,9 +206,8 @@ class Sequential(Strategy):
         "segments": None,            # K; default 5 (or IPC when smaller)
         "segment_ipc": None,         # IPC per segment, instead of segments
         "drop_fraction": 0.5,        # of the correctly classified pool images, per class
-        # anti-forgetting regulariser; 0 switches it off. Validated at the default K = 5 (DM,
-        # Fashion-MNIST IPC 50: weight 1 86.84 %, 0.1 86.38 %); with K = 2 0.1 won (IPC 10:
-        # 0 / 0.1 / 0.3 / 1 gave 80.9 / 81.2 / 80.9 / 79.7 %); benchmarks/notes.md.
+        # anti-forgetting regulariser; 0 switches it off. Validated at K = 5; 0.1 for K = 2
+        # (module docstring).
         "reg_weight": 1.0,
         "init_from_trained": False,  # matching networks start from the probe network
         "trained_net_fraction": 0.5,  # ... in this fraction of the steps
