@@ -116,7 +116,8 @@ def main() -> None:
         strategy=None if strategy is None else {"name": strategy.name, "options": strategy.options})
     # this process only; unknown for a set an interrupted run made
     distill_cpu_s = None if reused else time.process_time() - c0
-    provenance = distill_provenance(synset, RESULTS / f"{name}.json", reused)
+    provenance = distill_provenance(synset, RESULTS / f"{name}.json", reused,
+                                    eval_checkpoint(RESULTS, name))
     # a resumed run counts only its own wall time; the set's meta carries the whole run's
     distill_s = float(synset.meta.get("distill_seconds") or time.perf_counter() - w0)
     protocol = d.default_protocol  # the protocol that fits the method (idc for IDC, else dsa)

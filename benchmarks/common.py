@@ -54,10 +54,13 @@ def eval_checkpoint(results: Path, name: str) -> Path:
     return results / "checkpoints" / f"{name}.eval.json"
 
 
-def distill_provenance(synset: SyntheticSet, row: Path, reused: bool) -> dict[str, Any]:
+def distill_provenance(synset: SyntheticSet, row: Path, reused: bool,
+                       eval_ckpt: Path | None = None) -> dict[str, Any]:
     """Where and how a row's set was distilled, kept across a resume on another machine: the
     set's own ``machine`` (recorded since 2026-12-04), else the killed run's row, else this
-    machine; a re-used set also keeps the killed run's CPU time and load average."""
+    machine; a re-used set also keeps the killed run's CPU time and load average. Called before
+    the evaluation with its checkpoint ``eval_ckpt``, it also records whether all of the
+    evaluation runs here (``eval_machine_all``: no finished network waits in the checkpoint)."""
     here = machine_description()
     if not reused:
         return {"machine": synset.meta.get("machine", here)}
@@ -66,4 +69,6 @@ def distill_provenance(synset: SyntheticSet, row: Path, reused: bool) -> dict[st
     out["machine"] = synset.meta.get("machine") or prev.get("machine", here)
     if out["machine"] != here:
         out["eval_machine"] = here  # part of (or all) the evaluation ran here
+        if eval_ckpt is not None:
+            out["eval_machine_all"] = not eval_ckpt.exists()
     return out

@@ -58,7 +58,9 @@ def _machines(r: dict) -> str:
     """The machine cell of a row: where it was distilled, and where a resumed evaluation ran
     when that was another machine."""
     m = _short(r.get("machine", MACHINE_AMX))
-    return m + (f"; eval. partly {_short(r['eval_machine'])}" if r.get("eval_machine") else "")
+    if not r.get("eval_machine"):
+        return m
+    return m + f"; eval. {'' if r.get('eval_machine_all') else 'partly '}{_short(r['eval_machine'])}"
 
 
 def _num(x: float | None) -> str:
@@ -516,9 +518,9 @@ def sequential_section() -> list[str]:
         "probe classified correctly before a segment was added and wrongly after, per later",
         "segment; pool: real images the segment matched.",
         "",
-        "| method | variant | IPC | K | steps | accuracy % | update-signal sim. | recall | "
-        "coverage | pools | forgotten | distill s | machine | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | variant | IPC | K | steps | protocol | accuracy % | update-signal sim. | recall "
+        "| coverage | pools | forgotten | distill s | machine | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         sc = r["evaluation"]["scores"][(r.get("models") or ["convnet"])[0]]
@@ -527,6 +529,7 @@ def sequential_section() -> list[str]:
         m = r["manifold"]
         lines.append(
             f"| {r['method']} | {_variant_label(r)} | {r['ipc']} | {len(segs) or 1} | {r['steps']} | "
+            f"{r['protocol']} | "
             f"{sc['mean']:.2f} ± {sc['std']:.2f} | " + ("-" if us is None else f"{us:.3f}")
             + f" | {m['recall']:.3f} | {m['coverage']:.3f} | "
             + (" / ".join(str(s["pool_size"]) for s in segs) or "-") + " | "

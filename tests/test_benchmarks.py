@@ -138,7 +138,7 @@ def test_report_cross_architecture_table(monkeypatch):
 
 def test_distill_provenance_keeps_the_distilling_machine(monkeypatch, tmp_path):
     """A row resumed on another machine keeps where its set was distilled (and the killed run's
-    CPU time) and names the machine that finished the evaluation."""
+    CPU time) and names the machine that finished the evaluation, and whether it ran all of it."""
     monkeypatch.syspath_prepend(str(BENCH))
     import common
     from datadistill.data.base import Preprocessing
@@ -155,6 +155,16 @@ def test_distill_provenance_keeps_the_distilling_machine(monkeypatch, tmp_path):
     old = SyntheticSet(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), ["a", "b"], pre, meta={})
     assert common.distill_provenance(old, row, reused=True) == {
         "machine": "cpu: A", "distill_cpu_seconds": 5.0, "eval_machine": "cpu: B"}
+    # given the evaluation's checkpoint: all of the evaluation runs here unless one waits there
+    ckpt = tmp_path / "row.eval.json"
+    assert common.distill_provenance(old, row, reused=True, eval_ckpt=ckpt)["eval_machine_all"]
+    ckpt.write_text("{}")
+    assert not common.distill_provenance(old, row, True, eval_ckpt=ckpt)["eval_machine_all"]
+    import report
+    assert report._machines({"machine": "cpu: A", "eval_machine": "cpu: B"}) == (
+        "cpu: A; eval. partly cpu: B")
+    assert report._machines({"machine": "cpu: A", "eval_machine": "cpu: B",
+                             "eval_machine_all": True}) == "cpu: A; eval. cpu: B"
     row.unlink()  # no earlier row and no machine in the set: this one did it all
     assert common.distill_provenance(old, row, reused=True) == {"machine": "cpu: B"}
 
