@@ -2,8 +2,9 @@
 sections are missing, the design below follows their introductions and REFERENCE.md).
 
 The synthetic set is built in K segments. Segment 1 matches the whole real set. After segment k
-a *probe* network is trained on all segments so far (the evaluation protocol, shortened to
-``probe_epochs``) and classifies the real training set; in every class a fraction
+a *probe* network is trained on all segments so far (the protocol ``probe_protocol``, ``dsa``
+for every base method, IDC's included, shortened to ``probe_epochs``) and classifies the real
+training set; in every class a fraction
 ``drop_fraction`` of the correctly classified images still in the pool is dropped, easiest
 (lowest cross-entropy) first, so segment k+1 matches mainly what the earlier segments have not
 captured. Earlier segments stay frozen; a regulariser (weight ``reg_weight``) matches the whole
