@@ -116,13 +116,13 @@ def main() -> None:
         strategy=None if strategy is None else {"name": strategy.name, "options": strategy.options})
     # this process only; unknown for a set an interrupted run made
     distill_cpu_s = None if reused else time.process_time() - c0
-    provenance = distill_provenance(synset, RESULTS / f"{name}.json", reused,
-                                    eval_checkpoint(RESULTS, name))
+    eval_ckpt = eval_checkpoint(RESULTS, name)
+    provenance = distill_provenance(synset, RESULTS / f"{name}.json", reused, eval_ckpt)
     # a resumed run counts only its own wall time; the set's meta carries the whole run's
     distill_s = float(synset.meta.get("distill_seconds") or time.perf_counter() - w0)
     protocol = d.default_protocol  # the protocol that fits the method (idc for IDC, else dsa)
     r = evaluate(synset, protocol, models, a.num_eval, seed=0, train=train, test=test,
-                 baseline=a.baseline, checkpoint=eval_checkpoint(RESULTS, name))
+                 baseline=a.baseline, checkpoint=eval_ckpt)
     print(r.table(), flush=True)
     diag = analyze(synset, train=train, tsne=False, seed=0)
     row = {
@@ -154,7 +154,7 @@ def main() -> None:
         row["distill_cpu_seconds"] = distill_cpu_s
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(row, indent=2, default=str))
     print(f"wrote {RESULTS / f'{name}.json'}")
-    eval_checkpoint(RESULTS, name).unlink(missing_ok=True)
+    eval_ckpt.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
