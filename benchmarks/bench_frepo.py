@@ -87,7 +87,9 @@ def main() -> None:
                                                               **strategy.options}}
                                                 if strategy else {})})
     row["synset"] = a.synset or str(RESULTS / f"{name}.pt")
-    row.update(distill_provenance(synset, RESULTS / f"{name}.json", reused and not a.synset))
+    eval_ckpt = eval_checkpoint(RESULTS, f"{name}-frepo")
+    row.update(distill_provenance(synset, RESULTS / f"{name}.json", reused and not a.synset,
+                                  eval_ckpt))
     if reused:
         row["distill_seconds"] = synset.meta.get("distill_seconds")
         row["config"] = synset.meta.get("config")
@@ -111,7 +113,7 @@ def main() -> None:
     for baseline in [False] + ([] if a.no_baseline else [True]):
         r = evaluate(synset, get_protocol("frepo"), num_eval=a.num_eval, seed=0, train=train,
                      test=test, baseline=baseline, krr=not a.no_krr,
-                     checkpoint=eval_checkpoint(RESULTS, f"{name}-frepo"))
+                     checkpoint=eval_ckpt)
         row["frepo"] = r.to_dict()
         row["frepo"]["cpu_seconds"] = time.process_time() - c0
         row["complete"] = baseline or a.no_baseline
@@ -120,7 +122,7 @@ def main() -> None:
         row["date"] = time.strftime("%Y-%m-%d")
         atomic_write_text(RESULTS / f"{name}.json", json.dumps(row, indent=2, default=str))
         print(r.table(), f"\nwrote {RESULTS / f'{name}.json'}", flush=True)
-    eval_checkpoint(RESULTS, f"{name}-frepo").unlink(missing_ok=True)
+    eval_ckpt.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

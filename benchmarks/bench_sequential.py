@@ -50,9 +50,9 @@ from datadistill.strategies import STRATEGIES
 from datadistill.utils import atomic_write_text, peak_memory_mb, tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "sequential"
-# The variants pin the regulariser weight their rows were made with (1, the strategy's default
-# until 2026-12-06, when a validation sweep lowered the default; benchmarks/notes.md), so their
-# commands keep reproducing those rows.
+# The variants pin the regulariser weight their rows were made with (1; the strategy's default
+# was 0.1 for a day on 2026-12-06, benchmarks/notes.md), so their commands keep reproducing those
+# rows whatever the default.
 VARIANTS: dict[str, dict | None] = {
     "base": None,
     "seq": {"reg_weight": 1.0},
