@@ -31,6 +31,9 @@ Decisions the drafts leave open (documented here and in the returned ``meta``):
 * ``init_from_trained``: matching networks start from the probe trained on the earlier
   segments in a fraction ``trained_net_fraction`` of the steps (DM otherwise samples a fresh
   random network per step; DM's matching relies on that randomness, so we mix, default half).
+  Off by default (set before any measurement); the Fashion-MNIST test-set rows since then
+  found it costs DM 1.0 (IPC 10) and 0.7 (IPC 50) points and IDC 1.6 (IPC 10) against fresh
+  networks (BENCHMARKS.md).
 * The returned set is class-major (each class: segment 1's images, then segment 2's, ...);
   ``meta["segment"]`` gives each stored image's 0-based segment index and
   ``meta["sequential"]["segments"]`` per segment: IPC, steps, pool size (total and per class),
