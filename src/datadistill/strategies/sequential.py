@@ -22,9 +22,9 @@ Decisions the drafts leave open (documented here and in the returned ``meta``):
   ``steps // K``, the first ``steps % K`` one more), so the number of image-update steps equals
   the base method's; the regulariser's extra forward pass and the probe trainings are extra.
   ``segment_steps`` overrides this with a fixed number per segment. With IDC at Fashion-MNIST
-  IPC 10 the split cost about 1.9 points; the base's full 30 steps in each of 2 segments
-  (``--steps 60``) scored 83.50 %, against 82.90 % for IDC alone at 50 steps (about equal
-  compute), 83.23 % at 30, and 82.44 % for the same segments without filtering.
+  IPC 10 the split cost about 2 points, while the base's full steps in each of 2 segments
+  (``--steps 60``) beat IDC alone at about equal compute, a gain that comes from the filtering
+  (the rows and their commands: BENCHMARKS.md, "Sequential segments vs the base method").
 * ``reg_weight`` defaults to 1, the better of 0.1 / 1 on a validation split at the default
   number of segments (DM, Fashion-MNIST IPC 50, 5 segments: 86.84 vs 86.38 %, 2 networks each;
   BENCHMARKS.md). The best weight depends on the number of segments: with 2 segments (DM, IPC
