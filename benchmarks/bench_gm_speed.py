@@ -74,11 +74,12 @@ def bench(real, n_real: int, n_syn: int, metric: str, conv_only: bool, repeats: 
     syn = real.sample_balanced(n_syn, gen)[0].view(k, n_syn, *real.image_shape).clone()
     syn.requires_grad_(True)
     classes = torch.arange(k)
-    def ours(real_vmap: bool, prec: str, compile_real: bool = False, syn_vmap: bool = True):
+    def ours(real_vmap: bool, prec: str, compile_real: bool = False, syn_vmap: bool = True,
+             syn_prec: str = "fp32"):
         return lambda: gradient_match_loss(net, xr, syn, classes, metric=metric,
                                            conv_only=conv_only, vectorize=syn_vmap,
                                            vectorize_real=real_vmap, real_precision=prec,
-                                           compile_real=compile_real)
+                                           compile_real=compile_real, syn_precision=syn_prec)
 
     variants = {
         "loop_fp32": lambda: loop_loss(net, xr, syn, classes, metric, conv_only),
@@ -93,6 +94,13 @@ def bench(real, n_real: int, n_syn: int, metric: str, conv_only: bool, repeats: 
         variants["ours_bf16_real_compiled"] = ours(False, "bf16", True)
         variants["loop_bf16_real"] = ours(False, "bf16", syn_vmap=False)
         variants["loop_bf16_real_compiled"] = ours(False, "bf16", True, syn_vmap=False)
+        # the synthetic side (the double backward to the images) under bf16 autocast: alone
+        # (`syn_precision: bf16` with the fast presets' fp32 compiled real side) and with both
+        variants["loop_bf16_syn_compiled"] = ours(False, "fp32", True, syn_vmap=False,
+                                                  syn_prec="bf16")
+        variants["loop_bf16_both"] = ours(False, "bf16", syn_vmap=False, syn_prec="bf16")
+        variants["loop_bf16_both_compiled"] = ours(False, "bf16", True, syn_vmap=False,
+                                                   syn_prec="bf16")
     if only:  # the reference loop always runs: speed-ups and differences are against it
         variants = {n: f for n, f in variants.items() if n == "loop_fp32" or n in only}
     times: dict[str, list[float]] = {name: [] for name in variants}

@@ -306,6 +306,11 @@ GM_VARIANTS = {
     "loop_fp32_compiled": "both sides looped, real side compiled (`compile: true`), fp32",
     "loop_bf16_real": "both sides looped, bf16 real side",
     "loop_bf16_real_compiled": "both sides looped, bf16 real side compiled (`compile: true`)",
+    "loop_bf16_syn_compiled": "both sides looped, real side compiled (`compile: true`), fp32; "
+                              "bf16 synthetic side (`syn_precision: bf16`)",
+    "loop_bf16_both": "both sides looped, bf16 real and synthetic side",
+    "loop_bf16_both_compiled": "both sides looped, bf16 real and synthetic side, real side "
+                               "compiled (`compile: true`)",
 }
 
 

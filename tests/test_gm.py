@@ -241,6 +241,22 @@ def test_match_loss_image_gradient_vmap_equals_loop():
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-8, atol=1e-10)
 
 
+def test_bf16_synthetic_side_runs_in_bf16_and_keeps_the_image_gradient_direction():
+    net = build_network("convnet-w32", 1, 3, (8, 8), 1, CPU)
+    g = make_generator(1)
+    xr = torch.randn(3, 5, 1, 8, 8, generator=g)
+    grads = []
+    for prec in ("fp32", "bf16"):
+        xs = torch.randn(3, 2, 1, 8, 8, generator=make_generator(2)).requires_grad_(True)
+        loss = gradient_match_loss(net, xr, xs, torch.arange(3), metric="l1", conv_only=True,
+                                   vectorize=False, syn_precision=prec)
+        assert loss.dtype == torch.float32
+        loss.backward()
+        grads.append(xs.grad)
+    diff = float((grads[1] - grads[0]).norm() / grads[0].norm())
+    assert 0 < diff < 0.2  # bf16 rounding, not the fp32 computation (diff 0) nor a broken one
+
+
 def test_batchnorm_net_uses_the_loop():
     net = build_network("convnet-bn", 1, 2, (8, 8), 0, CPU)
     x = torch.randn(2, 4, 1, 8, 8, generator=make_generator(0))
@@ -280,6 +296,21 @@ def test_dc_dsa_change_images_and_are_deterministic(digits, method):
         distill(method, train, 2, steps=1, segment=SegmentContext(1, fx[:, :, :4], fy), **kw)
     with pytest.raises(ConfigError, match="cannot distil sequential segments"):
         distill("random", train, 2, segment=SegmentContext(1, fx, fy), progress=False)
+
+
+@pytest.mark.parametrize("method", ["dc", "idc"])
+def test_syn_precision_option(digits, method):
+    train, _ = digits
+    kw = dict(SMALL, batch_real=8, inner_loop=2, steps=1)
+    if method == "idc":
+        kw.update(n_data=64, lr_img=1.0)
+    else:
+        kw.update(outer_loop=2)
+    fp32 = distill(method, train, 2, syn_precision="fp32", **kw).images
+    bf16 = distill(method, train, 2, syn_precision="bf16", **kw).images
+    assert torch.isfinite(bf16).all() and not torch.equal(bf16, fp32)  # the option reaches the loss
+    with pytest.raises(ConfigError, match="precision"):
+        distill(method, train, 2, syn_precision="fp16", **kw)
 
 
 def test_idc_changes_images_saves_loads_evaluates(digits, tmp_path):

@@ -12,7 +12,8 @@ distance (:func:`match_distance`); one SGD step on the images. Between outer ste
 trained ``inner_loop`` epochs on the synthetic set. DSA applies one siamese augmentation draw per
 class to the real and synthetic batch when matching and per-sample DSA when training the network.
 The options ``precision`` and ``compile`` (bf16 autocast, ``torch.compile``) apply to the passes
-that carry no gradient to the images: the real side's per-class gradients and this training.
+that carry no gradient to the images: the real side's per-class gradients and this training;
+``syn_precision`` to the synthetic side (its forward and the double backward to the images).
 
 The module is split so that strategies can reuse the objective without the loop:
 
@@ -210,7 +211,9 @@ def per_class_gradients(net: nn.Module, x: Tensor, classes: Tensor, *, create_gr
             synthetic side); False for the real side (returned tensors are detached).
         vectorize: all classes in one ``vmap(grad(...))`` call; BatchNorm networks always use
             the per-class loop (their train-mode statistics couple the samples of a batch).
-        precision: ``"bf16"`` runs the forward under autocast (only sensible for the real side).
+        precision: ``"bf16"`` runs the forward under autocast (with ``create_graph``, the
+            double backward to ``x`` then runs in bf16 too); ``"auto"`` / ``"fp32"`` as in
+            :func:`datadistill.evaluate.train.autocast`.
         compile: run the per-class loop's forward (and so its backward) through
             ``torch.compile`` (one graph per architecture, shared by every fresh network; eager
             if compilation fails). Only without ``create_graph``: compiled graphs cannot be
@@ -260,7 +263,7 @@ def per_class_gradients(net: nn.Module, x: Tensor, classes: Tensor, *, create_gr
 def gradient_match_loss(net: nn.Module, x_real: Tensor, x_syn: Tensor, classes: Tensor, *,
                         metric: str = "cos", conv_only: bool = False, vectorize: bool = True,
                         real_precision: str = "fp32", vectorize_real: bool | None = None,
-                        compile_real: bool = False) -> Tensor:
+                        compile_real: bool = False, syn_precision: str = "fp32") -> Tensor:
     """The gradient-matching objective of one step (DC Eq. 10 summed over classes; IDC's
     ``matchloss`` summed over classes).
 
@@ -277,6 +280,8 @@ def gradient_match_loss(net: nn.Module, x_real: Tensor, x_syn: Tensor, classes: 
             where vmap's batched weight-gradient rule measured no faster than the per-class
             loop in fp32 and slower under bf16 autocast (the loop gains 1.9x from bf16/AMX).
         compile_real: compile the real side's per-class loop (see :func:`per_class_gradients`).
+        syn_precision: precision of the synthetic side's forward, and so of its double
+            backward to the images (``"fp32"`` unless measured harmless).
 
     Returns:
         0-d float32 loss, differentiable w.r.t. ``x_syn``.
@@ -288,14 +293,14 @@ def gradient_match_loss(net: nn.Module, x_real: Tensor, x_syn: Tensor, classes: 
                                  vectorize=vectorize_real, precision=real_precision,
                                  compile=compile_real, names=names)
     g_syn = per_class_gradients(net, x_syn, classes, create_graph=True, vectorize=vectorize,
-                                names=names)
+                                precision=syn_precision, names=names)
     return match_distance(g_real, g_syn, metric, conv_only=conv_only, batched=True)
 
 
 def segment_match_loss(net: nn.Module, x_drop: Tensor, y_drop: Tensor, x_syn: Tensor, y_syn: Tensor,
                        num_classes: int, *, metric: str = "cos", conv_only: bool = False,
                        vectorize: bool = True, real_precision: str = "fp32",
-                       compile_real: bool = False) -> Tensor:
+                       compile_real: bool = False, syn_precision: str = "fp32") -> Tensor:
     """The sequential regulariser for gradient matching: the sum, over the classes that have
     both dropped real and synthetic images, of :func:`gradient_match_loss` between the dropped
     images of the class and ALL its synthetic images so far (frozen + new).
@@ -310,7 +315,7 @@ def segment_match_loss(net: nn.Module, x_drop: Tensor, y_drop: Tensor, x_syn: Te
         x_syn: (N_s, C, H, W) synthetic images (frozen + new; the new ones usually require
             grad), labels ``y_syn`` (N_s,) int64.
         num_classes: K; labels lie in [0, K).
-        metric, conv_only, vectorize, real_precision, compile_real: as in
+        metric, conv_only, vectorize, real_precision, compile_real, syn_precision: as in
             :func:`gradient_match_loss`.
 
     Returns:
@@ -330,7 +335,7 @@ def segment_match_loss(net: nn.Module, x_drop: Tensor, y_drop: Tensor, x_syn: Te
         total = total + gradient_match_loss(
             net, xd, xs, torch.tensor(cs, device=x_syn.device), metric=metric,
             conv_only=conv_only, vectorize=vectorize, real_precision=real_precision,
-            compile_real=compile_real)
+            compile_real=compile_real, syn_precision=syn_precision)
     return total
 
 
@@ -420,6 +425,7 @@ class GradientMatching(Distiller):
         metric = self.cfg("metric")
         vectorize = resolve_vectorize(self.cfg("vectorize"), device)
         precision = self.cfg("precision")
+        syn_precision = self.cfg("syn_precision")
         use_compile = bool(self.cfg("compile"))  # real-gradient pass and inner-loop training
         gen = make_generator(seed)
         syn_x, syn_y = init_synthetic(real, ipc, self.cfg("init"), gen)
@@ -473,11 +479,12 @@ class GradientMatching(Distiller):
                 loss = gradient_match_loss(
                     net, xr.view(k, batch_real, *xr.shape[1:]), xs.view(k, ipc, *xs.shape[1:]),
                     classes, metric=metric, vectorize=vectorize, real_precision=precision,
-                    compile_real=use_compile)
+                    compile_real=use_compile, syn_precision=syn_precision)
                 if reg is not None:
                     loss = loss + reg.weight * segment_match_loss(
                         net, xd, yd, torch.cat((xf, xs)), torch.cat((fy, syn_y)), k, metric=metric,
-                        vectorize=vectorize, real_precision=precision, compile_real=use_compile)
+                        vectorize=vectorize, real_precision=precision, compile_real=use_compile,
+                        syn_precision=syn_precision)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -211,6 +211,7 @@ class IDC(Distiller):
         syn_max = int(self.cfg("batch_syn_max"))
         metric = self.cfg("metric")
         precision = self.cfg("precision")
+        syn_precision = self.cfg("syn_precision")
         compile_real = bool(self.cfg("compile"))
         vectorize = resolve_vectorize(self.cfg("vectorize"), device)
         net_name = self.cfg("net")
@@ -301,11 +302,12 @@ class IDC(Distiller):
                 loss = gradient_match_loss(
                     net, xr.view(k, batch_real, c, h, w), xs.view(k, m, c, h, w), classes,
                     metric=metric, conv_only=True, vectorize=vectorize, real_precision=precision,
-                    compile_real=compile_real)
+                    compile_real=compile_real, syn_precision=syn_precision)
                 if reg is not None:
                     loss = loss + reg.weight * segment_match_loss(
                         net, xd, yd, xa, ya, k, metric=metric, conv_only=True, vectorize=vectorize,
-                        real_precision=precision, compile_real=compile_real)
+                        real_precision=precision, compile_real=compile_real,
+                        syn_precision=syn_precision)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

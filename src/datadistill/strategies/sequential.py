@@ -23,8 +23,9 @@ Decisions the drafts leave open (documented here and in the returned ``meta``):
   the base method's; the regulariser's extra forward pass and the probe trainings are extra.
   ``segment_steps`` overrides this with a fixed number per segment. With IDC at Fashion-MNIST
   IPC 10 the split cost about 2 points, while the base's full steps in each of 2 segments
-  (``--steps 60``) beat IDC alone at about equal compute, a gain that comes from the filtering
-  (the rows and their commands: BENCHMARKS.md, "Sequential segments vs the base method").
+  (``--steps 60``) beat IDC alone at about equal compute, on the test set and on a validation
+  split, a gain that comes from the filtering (the rows and their commands: BENCHMARKS.md,
+  "Sequential segments vs the base method" and "Preset tuning").
 * ``reg_weight`` defaults to 1, the better of 0.1 / 1 on a validation split at the default
   number of segments (DM, Fashion-MNIST IPC 50, 5 segments: 86.84 vs 86.38 %, 2 networks each;
   BENCHMARKS.md). The best weight depends on the number of segments: with 2 segments (DM, IPC
