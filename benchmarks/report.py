@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -489,11 +490,13 @@ def isa_diag_section() -> list[str]:
 
 
 def _variant_label(r: dict) -> str:
-    """The variant's name plus any strategy knob set away from that variant's own value."""
+    """The variant's name plus any strategy knob set away from that variant's own value and any
+    preset key the command set (``--set K=V``)."""
     own = VARIANTS.get(r["variant"]) or {}
     opts = r.get("strategy_options") or {}
     extra = [f"{k.split('_')[0]} {opts[k]:g}" for k in ("reg_weight", "drop_fraction")
              if k in opts and opts[k] != own.get(k)]
+    extra += [kv.replace("=", " ") for kv in re.findall(r"--set (\S+)", r.get("command", ""))]
     return r["variant"] + (f" ({', '.join(extra)})" if extra else "")
 
 
