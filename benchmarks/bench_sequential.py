@@ -127,7 +127,8 @@ def main() -> None:
     diag = analyze(synset, train=train, tsne=False, seed=0)
     row = {
         "dataset": a.dataset, "method": a.method, "ipc": a.ipc, "variant": a.variant,
-        "strategy_options": options, "preset": a.preset, "steps": d.cfg("steps"),
+        "strategy_options": options, "preset": a.preset, "preset_overrides": preset_overrides,
+        "steps": d.cfg("steps"),
         "config": d.config, "seed": a.seed, "protocol": protocol, "num_eval": a.num_eval,
         "evaluation": r.to_dict(), "distill_seconds": distill_s,
         "distill_cpu_seconds": distill_cpu_s, "models": models,

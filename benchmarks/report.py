@@ -166,6 +166,14 @@ def ipc_figure_section(out_dir: Path = RESULTS) -> list[str]:
             proto = r.get("protocol", "dsa")
             name = m if proto == "dsa" else f"{m} ({proto} protocol)"
             series.setdefault(name, []).append({"ipc": ipc, "mean": r["mean"], "std": r["std"]})
+    strategy_points = _sequential_points()
+    for (method, variant, ipc), r in sorted(strategy_points.items()):
+        name = method + (" + sequential" if variant == "seq" else "")
+        name += "" if r["protocol"] == "dsa" else f" ({r['protocol']} protocol)"
+        if variant == "base" and any(p["ipc"] == ipc for p in series.get(name, [])):
+            continue  # the table's row comes first
+        sc = r["evaluation"]["scores"][(r.get("models") or ["convnet"])[0]]
+        series.setdefault(name, []).append({"ipc": ipc, "mean": sc["mean"], "std": sc["std"]})
     if not series:
         return []
     results = {"title": "Fashion-MNIST, ConvNet-3, fast presets",
@@ -175,10 +183,36 @@ def ipc_figure_section(out_dir: Path = RESULTS) -> list[str]:
     atomic_write_text(out_dir / "accuracy_vs_ipc.json", json.dumps(results, indent=1) + "\n")
     png = accuracy_vs_ipc_plot(results, out_dir / "accuracy_vs_ipc.png")
     rel = os.path.relpath(png, ROOT.parent)  # BENCHMARKS.md lies in the repository root
+    segs = sorted({(k[0], k[2], len(r.get("segments") or []))
+                   for k, r in strategy_points.items() if k[1] == "seq"})
     return ["## Accuracy against IPC", "",
             "From the tables above (mean ± std over 5 networks; rows of an earlier preset left out);",
             f"the dashed line is the published full-real-set accuracy ({FULL_REAL_PUBLISHED} %), not",
-            "measured here.", "", f"![accuracy against IPC]({rel})", ""]
+            "measured here. The `+ sequential` points are the `seq` rows of the sequential table",
+            "made at the base preset's own steps, so at equal image-update steps to the base point"
+            + ("" if not segs else " (" + ", ".join(f"{m} IPC {i}: {k} segments"
+                                                    for m, i, k in segs) + ")") + ";",
+            "base points the tables above lack come from its base rows at the preset's steps.",
+            "", f"![accuracy against IPC]({rel})", ""]
+
+
+def _sequential_points() -> dict[tuple[str, str, int], dict]:
+    """Rows of bench_sequential.py that can stand on the accuracy-against-IPC figure, by
+    (method, variant, IPC): Fashion-MNIST, `fast` preset, no ``--set`` override, a config equal
+    to today's preset (so the preset's own steps), variant `base` or `seq`. Where several `seq`
+    rows qualify at one IPC (regulariser weights), the one at the variant's own weight wins; the
+    choice never looks at accuracy."""
+    points: dict[tuple[str, str, int], dict] = {}
+    for p in sorted((RESULTS / "sequential").glob("*.json")):
+        r = json.loads(p.read_text())
+        if (r["dataset"] != "fashion-mnist" or r["preset"] != "fast" or r["variant"] not in
+                ("base", "seq") or "--set" in r["command"] or r.get("preset_overrides")
+                or _earlier_preset(r["method"], r["ipc"], r.get("config"))):
+            continue
+        key = (r["method"], r["variant"], r["ipc"])
+        if key not in points or _variant_label(r) == r["variant"]:
+            points[key] = r
+    return points
 
 
 def _curve_rows() -> list[dict]:
@@ -496,7 +530,10 @@ def _variant_label(r: dict) -> str:
     opts = r.get("strategy_options") or {}
     extra = [f"{k.split('_')[0]} {opts[k]:g}" for k in ("reg_weight", "drop_fraction")
              if k in opts and opts[k] != own.get(k)]
-    extra += [kv.replace("=", " ") for kv in re.findall(r"--set (\S+)", r.get("command", ""))]
+    if "preset_overrides" in r:  # rows since 2026-12-07; older ones only have their command
+        extra += [f"{k} {v}" for k, v in sorted(r["preset_overrides"].items())]
+    else:
+        extra += [kv.replace("=", " ") for kv in re.findall(r"--set (\S+)", r.get("command", ""))]
     return r["variant"] + (f" ({', '.join(extra)})" if extra else "")
 
 

@@ -184,3 +184,35 @@ def test_report_variant_label_names_knobs_off_the_variants_own(monkeypatch):
     assert label("noreg", reg_weight=0.0) == "noreg"
     assert label("nofilter", drop_fraction=0.0, reg_weight=1.0) == "nofilter"
     assert label("nofilter", drop_fraction=0.25) == "nofilter (drop 0.25)"
+    # preset keys set with --set: read from the row where stored, else from its command
+    base = {"variant": "base", "strategy_options": None}
+    assert report._variant_label({**base, "preset_overrides": {"syn_precision": "bf16"},
+                                  "command": "... --set lr_img=1"}) == "base (syn_precision bf16)"
+    assert report._variant_label({**base, "command": "... --set init=real --set lr_img=1"}) \
+        == "base (init real, lr_img 1)"
+    assert report._variant_label({**base, "preset_overrides": {}}) == "base"
+
+
+def test_report_sequential_points_on_the_ipc_figure(monkeypatch, tmp_path):
+    """The figure takes `base` / `seq` rows made at the preset's own settings; among `seq` rows at
+    one IPC the one at the variant's own regulariser weight, whatever their accuracy."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import report
+
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    (tmp_path / "sequential").mkdir()
+
+    def row(name, variant, command, mean, **extra):
+        r = {"dataset": "fashion-mnist", "method": "dm", "ipc": 50, "variant": variant,
+             "preset": "fast", "command": command, "protocol": "dsa", "config": None,
+             "evaluation": {"scores": {"convnet": {"mean": mean, "std": 0.1}}}, **extra}
+        (tmp_path / "sequential" / f"{name}.json").write_text(json.dumps(r))
+
+    row("a", "seq", "x --reg-weight 0.1", 90.0, strategy_options={"reg_weight": 0.1})
+    row("b", "seq", "x", 80.0, strategy_options={"reg_weight": 1.0})
+    row("c", "base", "x --set lr_img=1", 85.0)  # an override: not the preset's point
+    row("d", "nofilter", "x", 85.0, strategy_options={"drop_fraction": 0.0, "reg_weight": 1.0})
+    row("e", "base", "x", 70.0, preset_overrides={"init": "noise"})
+    points = report._sequential_points()
+    assert list(points) == [("dm", "seq", 50)]
+    assert points["dm", "seq", 50]["evaluation"]["scores"]["convnet"]["mean"] == 80.0
