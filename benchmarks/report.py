@@ -206,7 +206,7 @@ def _sequential_points() -> dict[tuple[str, str, int], dict]:
     for p in sorted((RESULTS / "sequential").glob("*.json")):
         r = json.loads(p.read_text())
         if (r["dataset"] != "fashion-mnist" or r["preset"] != "fast" or r["variant"] not in
-                ("base", "seq") or "--set" in r["command"] or r.get("preset_overrides")
+                ("base", "seq") or _preset_overrides(r)
                 or _earlier_preset(r["method"], r["ipc"], r.get("config"))):
             continue
         key = (r["method"], r["variant"], r["ipc"])
@@ -523,6 +523,14 @@ def isa_diag_section() -> list[str]:
     return lines + ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in rows), ""]
 
 
+def _preset_overrides(r: dict) -> list[tuple[str, str]]:
+    """The preset keys a sequential row's command set with ``--set``: stored in the row since
+    2026-12-07, read back from its command for older rows."""
+    if "preset_overrides" in r:
+        return [(k, str(v)) for k, v in sorted(r["preset_overrides"].items())]
+    return [tuple(kv.split("=", 1)) for kv in re.findall(r"--set (\S+)", r.get("command", ""))]
+
+
 def _variant_label(r: dict) -> str:
     """The variant's name plus any strategy knob set away from that variant's own value and any
     preset key the command set (``--set K=V``)."""
@@ -530,10 +538,7 @@ def _variant_label(r: dict) -> str:
     opts = r.get("strategy_options") or {}
     extra = [f"{k.split('_')[0]} {opts[k]:g}" for k in ("reg_weight", "drop_fraction")
              if k in opts and opts[k] != own.get(k)]
-    if "preset_overrides" in r:  # rows since 2026-12-07; older ones only have their command
-        extra += [f"{k} {v}" for k, v in sorted(r["preset_overrides"].items())]
-    else:
-        extra += [kv.replace("=", " ") for kv in re.findall(r"--set (\S+)", r.get("command", ""))]
+    extra += [f"{k} {v}" for k, v in _preset_overrides(r)]
     return r["variant"] + (f" ({', '.join(extra)})" if extra else "")
 
 
