@@ -324,6 +324,10 @@ def test_resolve_config_by_ipc_rule():
     assert resolve_config("dm", "paper", dataset="cifar10", ipc=100)["lr_img"] == 10.0
     assert resolve_config("dm", "paper", dataset="cifar10", ipc=50)["lr_img"] == 1.0
     assert resolve_config("dm", "paper", dataset="fashion-mnist", ipc=100)["lr_img"] == 1.0
+    # fast: the image lr 10 measured on a validation split at Fashion-MNIST IPC 50 and 100
+    fast_lr = {ipc: resolve_config("dm", "fast", dataset="fashion-mnist", ipc=ipc)["lr_img"]
+               for ipc in (20, 50, 100, 200)}
+    assert fast_lr == {20: 1.0, 50: 10.0, 100: 10.0, 200: 1.0}
     cfg = resolve_config("dm", "paper", dataset="cifar10", ipc=100, overrides={"lr_img": 3})
     assert cfg["lr_img"] == 3  # user overrides win
     paper = resolve_config("dm", "paper", dataset="digits", ipc=1)
