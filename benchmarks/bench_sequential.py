@@ -20,7 +20,9 @@ and the recorded command carry them.
 
 Each row is written to ``benchmarks/results/sequential/<method>-ipc<N>-<variant>[-...].json``
 (the set beside it as ``.pt``; a killed run resumes its distillation or its evaluation, see
-``benchmarks/common.py``);
+``benchmarks/common.py``). A finished row is skipped; one made with settings other than what its
+command resolves to now (a preset changed since) is refused, not overwritten; ``--force``
+measures it again;
 ``benchmarks/report.py`` puts the rows into BENCHMARKS.md.
 
     python benchmarks/bench_sequential.py --method dm --ipc 10 --segments 2 --steps 120 --variant seq
@@ -40,7 +42,12 @@ from pathlib import Path
 
 import torch
 
-from common import distill_provenance, distilled_set, eval_checkpoint  # benchmarks/common.py
+from common import (  # benchmarks/common.py
+    distill_provenance,
+    distilled_set,
+    eval_checkpoint,
+    finished_row,
+)
 from datadistill import load_dataset
 from datadistill.analysis.report import analyze
 from datadistill.config import parse_override
@@ -82,6 +89,9 @@ def main() -> None:
     ap.add_argument("--models", default="convnet",
                     help="networks to evaluate, comma-separated (issue 3's cross-architecture "
                          "table: convnet,resnet18-bn,vgg11,alexnet); the first is the main column")
+    ap.add_argument("--force", action="store_true",
+                    help="measure a finished row again (else it is skipped, or refused where its "
+                         "settings differ from what the command resolves to now)")
     a = ap.parse_args()
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     preset_overrides = dict(parse_override(kv) for kv in a.set)
@@ -102,10 +112,13 @@ def main() -> None:
                     + ([f"seed{a.seed}"] if a.seed else [])
                     + (["xarch"] if models != ["convnet"] else []))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    train, test = load_dataset(a.dataset)
     d = make_distiller(a.method, dataset=a.dataset, ipc=a.ipc, preset=a.preset,
                        overrides={**preset_overrides, **({"steps": a.steps} if a.steps else {})})
     strategy = None if options is None else STRATEGIES.get("sequential")(options)
+    if finished_row(RESULTS / f"{name}.json", a.force, config=d.config, seed=a.seed,
+                    strategy_options=options, num_eval=a.num_eval, models=models):
+        return
+    train, test = load_dataset(a.dataset)
     w0, c0 = time.perf_counter(), time.process_time()
     synset, reused = distilled_set(
         RESULTS / f"{name}.pt", RESULTS / f"{name}.json",

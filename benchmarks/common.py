@@ -3,7 +3,9 @@
 A row's distillation checkpoints into ``<name>.ckpt.pt`` (removed once the set is saved as
 ``<name>.pt``); its evaluation records each finished network in ``checkpoints/<name>.eval.json``
 (:mod:`datadistill.evaluate.checkpoint`). A rerun of the same command therefore continues where
-the killed one stopped, and reports what an uninterrupted run would have.
+the killed one stopped, and reports what an uninterrupted run would have. A rerun of a finished
+row's command skips it, or refuses it where the row was made with other settings
+(:func:`finished_row`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,65 @@ from typing import Any
 
 from datadistill.synthetic import SyntheticSet
 from datadistill.utils import machine_description
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as a row's JSON holds it (rows are written with ``default=str``)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+_ABSENT = object()
+
+
+def _differences(prev: Any, now: Any, key: str) -> tuple[list[str], list[str]]:
+    """Where two JSON values differ, leaf by leaf (dicts compared by key): ``key: old -> new``
+    where both record the leaf, and the keys only one records (a setting added, or dropped,
+    since the row was made)."""
+    if isinstance(prev, dict) and isinstance(now, dict):
+        both: list[str] = []
+        one: list[str] = []
+        for k in sorted(set(prev) | set(now), key=str):
+            b, o = _differences(prev.get(k, _ABSENT), now.get(k, _ABSENT), f"{key}.{k}")
+            both, one = both + b, one + o
+        return both, one
+    if prev is _ABSENT or now is _ABSENT:
+        return [], [key]
+    return ([] if prev == now else [f"{key}: {prev!r} -> {now!r}"]), []
+
+
+def finished_row(row: Path, force: bool = False, **expected: Any) -> bool:
+    """Whether ``row`` is a finished row made with the ``expected`` values (e.g. ``config=``,
+    ``seed=``; keys of the row's JSON), so a rerun of its command skips it; ``force`` measures it
+    again (False). Rows are named by their command's arguments, not by the resolved config: after
+    a preset change the same command names a row made with the old preset (the DM IPC 100 base
+    row of 2026-12-07 ran at lr_img 1 and was nearly overwritten at 10). A setting the row does
+    not record (it was added later) is named on the skip, not refused, as ``report.py`` reads a
+    row against today's preset.
+
+    Raises:
+        SystemExit: the finished row records another value for one of ``expected`` (named,
+            old -> new); nothing is overwritten unless ``force``.
+    """
+    if force or not row.exists():
+        return False
+    prev = json.loads(row.read_text())
+    if not prev.get("complete", True):
+        return False  # part of its evaluation waits: the run resumes it
+    diff: list[str] = []
+    unrecorded: list[str] = []
+    for k, v in expected.items():
+        b, o = _differences(prev.get(k, _ABSENT), _jsonable(v), k)
+        diff, unrecorded = diff + b, unrecorded + o
+    if diff:
+        raise SystemExit(
+            f"{row} is a finished row made with other settings ({'; '.join(diff)}). Its command "
+            "now resolves to new ones (a preset changed?): rename the row (and its .pt) to a "
+            "name that says what it ran, add --set K=V to reproduce it, or pass --force to "
+            "overwrite it.")
+    print(f"{row} is finished with these settings"
+          + (f" (it does not record {', '.join(unrecorded)})" if unrecorded else "")
+          + "; --force measures it again", flush=True)
+    return True
 
 
 def interrupted_set(pt: Path, row: Path, **expected: Any) -> SyntheticSet | None:

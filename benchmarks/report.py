@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench_sequential import VARIANTS  # benchmarks/bench_sequential.py
+from datadistill.config import parse_override
 from datadistill.methods import make_distiller
 from datadistill.strategies import STRATEGIES
 from datadistill.utils import atomic_write_text
@@ -216,9 +217,9 @@ def _sequential_points() -> dict[tuple[str, str, int], dict]:
 
 
 def _curve_rows() -> list[dict]:
-    """DM at IPC 10 after N iterations: the snapshots of bench_dm_curve.py plus the base-method
-    rows of bench_sequential.py (the same fast preset and `dsa` protocol with only the number of
-    steps set; rows with any other override are left out)."""
+    """DM after N iterations: the snapshots of bench_dm_curve.py plus the base-method rows of
+    bench_sequential.py (the fast preset and `dsa` protocol, no strategy; the table shows each
+    row's image lr and init, which a ``--set`` may have changed)."""
     rows = []
     for p in (RESULTS / "dm_curve").glob("*.json"):
         r = json.loads(p.read_text())
@@ -531,14 +532,36 @@ def _preset_overrides(r: dict) -> list[tuple[str, str]]:
     return [tuple(kv.split("=", 1)) for kv in re.findall(r"--set (\S+)", r.get("command", ""))]
 
 
+def _command_drift(r: dict) -> str:
+    """What a sequential row's recorded config has that its command no longer resolves to, e.g.
+    ``"lr_img=1"`` (a preset changed since and no ``--set`` pins the old value; keys the row does
+    not record are not compared, as in :func:`_earlier_preset`); empty for rows without a config.
+    ``bench_sequential.py`` refuses to overwrite such a row; this names it in the table."""
+    cfg = r.get("config")
+    if not cfg or "method" not in r:
+        return ""
+    overrides = (dict(r["preset_overrides"]) if "preset_overrides" in r else
+                 dict(parse_override(kv) for kv in re.findall(r"--set (\S+)", r["command"])))
+    steps = re.search(r"--steps (\d+)", r["command"])
+    if steps:
+        overrides["steps"] = int(steps.group(1))
+    now = make_distiller(r["method"], dataset=r["dataset"], ipc=r["ipc"], preset=r["preset"],
+                         overrides=overrides).config
+    return ", ".join(f"{k}={cfg[k]:g}" if isinstance(cfg[k], float) else f"{k}={cfg[k]}"
+                     for k in sorted(cfg) if k in now and cfg[k] != now[k])
+
+
 def _variant_label(r: dict) -> str:
-    """The variant's name plus any strategy knob set away from that variant's own value and any
-    preset key the command set (``--set K=V``)."""
+    """The variant's name plus any strategy knob set away from that variant's own value, any
+    preset key the command set (``--set K=V``) and any the command no longer reproduces
+    (:func:`_command_drift`)."""
     own = VARIANTS.get(r["variant"]) or {}
     opts = r.get("strategy_options") or {}
     extra = [f"{k.split('_')[0]} {opts[k]:g}" for k in ("reg_weight", "drop_fraction")
              if k in opts and opts[k] != own.get(k)]
     extra += [f"{k} {v}" for k, v in _preset_overrides(r)]
+    drift = _command_drift(r)
+    extra += [f"earlier preset: {drift}"] if drift else []
     return r["variant"] + (f" ({', '.join(extra)})" if extra else "")
 
 

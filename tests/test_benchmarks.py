@@ -169,6 +169,48 @@ def test_distill_provenance_keeps_the_distilling_machine(monkeypatch, tmp_path):
     assert common.distill_provenance(old, row, reused=True) == {"machine": "cpu: B"}
 
 
+def test_finished_row_is_skipped_or_refused_not_overwritten(monkeypatch, tmp_path, capsys):
+    """A rerun of a finished row's command skips it where the recorded settings match, refuses it
+    where one differs (naming it), skips it naming settings the row does not record, and goes
+    ahead for an unfinished row or with ``force``."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    row = tmp_path / "dm-ipc100-base.json"
+    assert not common.finished_row(row, config={"lr_img": 10.0})  # no row yet
+    row.write_text(json.dumps({"config": {"lr_img": 1.0, "steps": 600}, "seed": 0,
+                               "models": ["convnet"]}))
+    assert common.finished_row(row, config={"lr_img": 1.0, "steps": 600}, seed=0)
+    with pytest.raises(SystemExit, match=r"config\.lr_img: 1\.0 -> 10\.0"):
+        common.finished_row(row, config={"lr_img": 10.0, "steps": 600}, seed=0)
+    with pytest.raises(SystemExit, match=r"models: \['convnet'\] -> \['convnet', 'vgg11'\]"):
+        common.finished_row(row, models=["convnet", "vgg11"])
+    assert json.loads(row.read_text())["config"]["lr_img"] == 1.0  # nothing overwritten
+    capsys.readouterr()
+    assert common.finished_row(row, config={"lr_img": 1.0, "steps": 600, "init": "herding"})
+    assert "does not record config.init" in capsys.readouterr().out
+    assert not common.finished_row(row, force=True, config={"lr_img": 10.0})
+    row.write_text(json.dumps({"config": {"lr_img": 1.0}, "complete": False}))
+    assert not common.finished_row(row, config={"lr_img": 10.0})  # its evaluation resumes
+
+
+def test_report_labels_a_row_its_command_no_longer_reproduces(monkeypatch):
+    """A sequential row whose recorded config differs from what its command resolves to today
+    (a preset changed, nothing pinned with --set) says so in its label; one pinned is plain."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import report
+    from datadistill.methods import make_distiller
+
+    cfg = make_distiller("dm", dataset="fashion-mnist", ipc=100, preset="fast").config
+    row = {"dataset": "fashion-mnist", "method": "dm", "ipc": 100, "preset": "fast",
+           "variant": "base", "strategy_options": None, "command": "x --variant base",
+           "preset_overrides": {}, "config": {**cfg, "lr_img": 1.0}}
+    assert cfg["lr_img"] != 1.0
+    assert report._variant_label(row) == "base (earlier preset: lr_img=1)"
+    assert report._variant_label({**row, "preset_overrides": {"lr_img": 1.0}}) == "base (lr_img 1.0)"
+    assert report._variant_label({**row, "config": cfg}) == "base"
+
+
 def test_report_variant_label_names_knobs_off_the_variants_own(monkeypatch):
     """A sequential row's label adds the regulariser weight / drop fraction only where they
     differ from what its variant pins (bench_sequential.py's VARIANTS)."""
