@@ -35,8 +35,10 @@ def _differences(prev: Any, now: Any, key: str) -> tuple[list[str], list[str]]:
         both: list[str] = []
         one: list[str] = []
         for k in sorted(set(prev) | set(now), key=str):
-            b, o = _differences(prev.get(k, _ABSENT), now.get(k, _ABSENT), f"{key}.{k}")
-            both, one = both + b, one + o
+            b, o = _differences(prev.get(k, _ABSENT), now.get(k, _ABSENT),
+                                f"{key}.{k}" if key else str(k))
+            both.extend(b)
+            one.extend(o)
         return both, one
     if prev is _ABSENT or now is _ABSENT:
         return [], [key]
@@ -61,11 +63,8 @@ def finished_row(row: Path, force: bool = False, **expected: Any) -> bool:
     prev = json.loads(row.read_text())
     if not prev.get("complete", True):
         return False  # part of its evaluation waits: the run resumes it
-    diff: list[str] = []
-    unrecorded: list[str] = []
-    for k, v in expected.items():
-        b, o = _differences(prev.get(k, _ABSENT), _jsonable(v), k)
-        diff, unrecorded = diff + b, unrecorded + o
+    diff, unrecorded = _differences({k: prev.get(k, _ABSENT) for k in expected},
+                                    _jsonable(expected), "")
     if diff:
         raise SystemExit(
             f"{row} is a finished row made with other settings ({'; '.join(diff)}). Its command "

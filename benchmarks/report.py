@@ -77,13 +77,16 @@ def _only_model(scores: dict) -> str:
     return next(iter(scores))
 
 
-def _earlier_preset(method: str, ipc: int, config: dict | None) -> str:
-    """What a row's recorded config has that today's ``fast`` preset no longer has, e.g.
-    ``"lr_img=0.0001"`` (empty when they agree or the row recorded no config): such a row
-    measured an earlier preset and needs ``run_all.py --force`` to measure the current one."""
+def _earlier_preset(method: str, ipc: int, config: dict | None, dataset: str = "fashion-mnist",
+                    preset: str = "fast", overrides: dict | None = None) -> str:
+    """What a row's recorded config has that today's preset (``fast`` by default, with the
+    command's ``overrides``) no longer has, e.g. ``"lr_img=0.0001"`` (empty when they agree or the
+    row recorded no config; keys the row does not record are not compared): such a row measured
+    an earlier preset and needs ``run_all.py --force`` to measure the current one."""
     if not config:
         return ""
-    now = make_distiller(method, dataset="fashion-mnist", ipc=ipc, preset="fast").config
+    now = make_distiller(method, dataset=dataset, ipc=ipc, preset=preset,
+                         overrides=overrides).config
     return ", ".join(f"{k}={config[k]:g}" if isinstance(config[k], float) else f"{k}={config[k]}"
                      for k in sorted(config) if k in now and config[k] != now[k])
 
@@ -534,21 +537,17 @@ def _preset_overrides(r: dict) -> list[tuple[str, str]]:
 
 def _command_drift(r: dict) -> str:
     """What a sequential row's recorded config has that its command no longer resolves to, e.g.
-    ``"lr_img=1"`` (a preset changed since and no ``--set`` pins the old value; keys the row does
-    not record are not compared, as in :func:`_earlier_preset`); empty for rows without a config.
-    ``bench_sequential.py`` refuses to overwrite such a row; this names it in the table."""
-    cfg = r.get("config")
-    if not cfg or "method" not in r:
+    ``"lr_img=1"`` (a preset changed since and no ``--set`` pins the old value), by
+    :func:`_earlier_preset` with the command's ``--set`` and ``--steps``; empty for rows without
+    a config. ``bench_sequential.py`` refuses to overwrite such a row; this names it in the table."""
+    if not r.get("config") or "method" not in r:
         return ""
-    overrides = (dict(r["preset_overrides"]) if "preset_overrides" in r else
-                 dict(parse_override(kv) for kv in re.findall(r"--set (\S+)", r["command"])))
+    overrides = dict(parse_override(f"{k}={v}") for k, v in _preset_overrides(r))
     steps = re.search(r"--steps (\d+)", r["command"])
     if steps:
         overrides["steps"] = int(steps.group(1))
-    now = make_distiller(r["method"], dataset=r["dataset"], ipc=r["ipc"], preset=r["preset"],
-                         overrides=overrides).config
-    return ", ".join(f"{k}={cfg[k]:g}" if isinstance(cfg[k], float) else f"{k}={cfg[k]}"
-                     for k in sorted(cfg) if k in now and cfg[k] != now[k])
+    return _earlier_preset(r["method"], r["ipc"], r["config"], r["dataset"], r["preset"],
+                           overrides)
 
 
 def _variant_label(r: dict) -> str:
